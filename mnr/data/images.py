@@ -1,0 +1,162 @@
+"""Decode one PNG into the uint8 array a model sees.
+
+Every path that turns a file into pixels goes through `decode_png`: the cache builder, `mnr data
+check`, prediction and the served model. That is what guarantees that prediction applies exactly
+the preprocessing used in training.
+
+The Kaggle images are 520 x 394 RGBA renders of a 128-band mel spectrogram. Any PNG mode becomes
+3-channel uint8: the alpha channel is dropped (not composited: the renders are opaque), grayscale
+and palette images are expanded, and 16-bit samples are scaled to 8 bits. An image of another size
+is resized with Pillow's antialiased bilinear filter, the same filter torchvision's `Resize` uses
+on PIL images, so a notebook pipeline and mnr see the same pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from mnr.errors import MnrError
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_PIXELS",
+    "ImageInfo",
+    "decode_png",
+    "inspect_png",
+    "png_bytes",
+    "to_rgb_array",
+]
+
+MAX_PIXELS = 40_000_000  # ~6300 x 6300: far beyond any spectrogram render; larger is a bomb
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a 520 x 394 PNG is ~100-400 kB
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What `mnr data check` reports about one image: its size (W x H) and PNG mode."""
+
+    width: int
+    height: int
+    mode: str
+
+
+def _open_checked(source: str | os.PathLike | bytes, name: str) -> Image.Image:
+    """Open a PNG lazily after the cheap checks that protect memory and the reader.
+
+    The header is read first and the pixel count checked before any decoding, so a file that
+    claims enormous dimensions (a decompression bomb) is refused without allocating its buffer.
+    """
+    if isinstance(source, bytes):
+        head, size = source[:24], len(source)
+        stream: io.BytesIO | str | os.PathLike = io.BytesIO(source)
+    else:
+        try:
+            size = os.path.getsize(source)
+            with open(source, "rb") as fh:
+                head = fh.read(24)
+        except OSError as exc:
+            raise MnrError(f"{name}: cannot read the file ({exc.strerror or exc})") from None
+        stream = source
+    if size == 0:
+        raise MnrError(f"{name}: the file is empty (0 bytes); re-copy or delete it")
+    if size > MAX_FILE_BYTES:
+        raise MnrError(f"{name}: {size / 1e6:.0f} MB is too large for a spectrogram PNG")
+    if head[:8] != _PNG_MAGIC:
+        raise MnrError(f"{name}: not a PNG file (wrong signature); convert it or remove it")
+    if head[12:16] == b"IHDR":  # the first chunk of every PNG: check the size it claims
+        claimed_width, claimed_height = struct.unpack(">II", head[16:24])
+        if claimed_width * claimed_height > MAX_PIXELS:
+            raise MnrError(
+                f"{name}: image claims {claimed_width} x {claimed_height} pixels, more than the "
+                f"{MAX_PIXELS:,} allowed (absurdly large: a decompression bomb or not a spectrogram)"
+            )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream, formats=["PNG"])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise MnrError(f"{name}: image dimensions are absurdly large (decompression bomb)") from None
+    except Exception as exc:  # Pillow raises many types for a broken header
+        raise MnrError(f"{name}: not a readable PNG ({exc})") from None
+    width, height = image.size
+    if width * height > MAX_PIXELS or width < 1 or height < 1:
+        image.close()
+        raise MnrError(
+            f"{name}: image claims {width} x {height} pixels, more than the {MAX_PIXELS:,} "
+            "allowed (a decompression bomb or not a spectrogram)"
+        )
+    return image
+
+
+def _load(image: Image.Image, name: str) -> None:
+    try:
+        image.load()
+    except Exception as exc:  # truncated data, bad CRC, broken zlib stream
+        raise MnrError(f"{name}: the PNG is truncated or corrupt ({exc})") from None
+
+
+def inspect_png(path: str | os.PathLike, *, name: str | None = None) -> ImageInfo:
+    """Fully decode a PNG to prove it is readable, and return its size and mode.
+
+    Raises `MnrError` naming the file for an empty, non-PNG, truncated or oversized file.
+    """
+    name = name or str(path)
+    with _open_checked(path, name) as image:
+        _load(image, name)
+        return ImageInfo(width=image.size[0], height=image.size[1], mode=image.mode)
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Any Pillow image as an H x W x 3 uint8 array (alpha dropped, 16 bits scaled to 8)."""
+    mode = image.mode
+    if mode in ("RGB",):
+        return np.asarray(image, dtype=np.uint8)
+    if mode.startswith("I") or mode == "F":
+        # 16-bit (I;16*) or 32-bit integer grayscale: scale the sample range to 0..255.
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.rint(array * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "RGBA":
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8)[:, :, :3])
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def decode_png(
+    source: str | os.PathLike | bytes,
+    *,
+    size: tuple[int, int] | None,
+    name: str | None = None,
+) -> np.ndarray:
+    """Decode a PNG file or PNG bytes into a 3 x H x W uint8 array at `size` = (H, W).
+
+    `size=None` keeps the image's own size. Raises `MnrError` naming the file for anything that
+    is not a readable, reasonably sized PNG.
+    """
+    name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
+    with _open_checked(source, name) as image:
+        _load(image, name)
+        if size is not None and image.size != (size[1], size[0]):
+            array = to_rgb_array(image)
+            resized = Image.fromarray(array).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            array = np.asarray(resized, dtype=np.uint8)
+        else:
+            array = to_rgb_array(image)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """Encode an H x W x C or C x H x W uint8 array as PNG bytes (for tests and requests)."""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

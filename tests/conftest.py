@@ -1,0 +1,59 @@
+"""Shared fixtures: every test runs in its own folder with its own MLflow store and caches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private working directory, MNR_HOME, checkpoint folder and MLflow store per test."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("MNR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MNR_CHECKPOINT_DIR", str(work / "checkpoints"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MNR_DATA_DIR", raising=False)
+    monkeypatch.delenv("MNR_CACHE_DIR", raising=False)
+    return work
+
+
+def write_png(path: Path, *, mode: str = "RGBA", size: tuple[int, int] = (52, 40), seed: int = 0) -> Path:
+    """A small random PNG of the given Pillow mode and (W, H) size."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65535, (height, width), dtype=np.uint16))
+    else:
+        image = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "RGB").convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
+    return path
+
+
+def write_folder(root: Path, labels: list[int], *, size: tuple[int, int] = (52, 40)) -> Path:
+    """A labelled folder of random PNGs named img000.png ... with a matching truth.txt."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, label in enumerate(labels):
+        name = f"img{index:03d}.png"
+        write_png(root / name, size=size, seed=index)
+        lines.append(f"{name} {label}")
+    (root / "truth.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic dataset in the Kaggle layout: 3 keys spread over the piano."""
+    from mnr.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    generate_dataset(root, per_class=8, test_per_class=3, seed=1, labels=[5, 44, 80], workers=2, progress=False)
+    return root
