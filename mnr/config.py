@@ -1,0 +1,342 @@
+"""The experiment config: dataclasses, YAML loading, overrides, validation and dumping.
+
+One place resolves a config, in this order: the dataclass defaults, then `experiments/NAME.yaml`
+(or `--config FILE`), then the named CLI options (`--epochs` ...), then `-s key=value` overrides.
+Unknown keys and wrong types are errors that name the key. Values are parsed with
+`yaml.safe_load`, never evaluated as code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mnr.errors import MnrError
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "EarlyStoppingConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "SchedulerConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "experiment_path",
+    "flatten",
+    "from_dict",
+    "load_config",
+    "resolve_config",
+    "to_dict",
+    "to_yaml",
+]
+
+_YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+DEFAULT_INPUT_SIZE = [128, 128]  # (H, W); see docs/data.md for why 128 rows suffice
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model to build, and its keyword arguments."""
+
+    name: str = "baseline_cnn"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = False  # only resnet18 has weights, and they need network access
+    module: str | None = None  # a user's .py file or module whose @register_model functions load first
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it becomes tensors."""
+
+    path: str | None = None  # a labelled folder or a dataset root; None = the built-in set
+    input_size: list[int] = field(default_factory=lambda: list(DEFAULT_INPUT_SIZE))
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    workers: int | None = None  # decode processes; None = all cores
+
+
+@dataclass
+class AugmentConfig:
+    """Spectrogram-safe augmentation: nothing that moves energy across frequency rows.
+
+    Flips and vertical shifts would change the pitch, so there are none.
+    """
+
+    enabled: bool = False
+    time_shift: float = 0.0  # max circular shift along time, as a fraction of the width
+    time_masks: int = 0  # SpecAugment time masks per image
+    time_mask_width: float = 0.1  # max width of each, as a fraction of the width
+    freq_masks: int = 0  # SpecAugment frequency masks per image
+    freq_mask_width: float = 0.05  # max height of each, as a fraction of the height
+    gain: float = 0.0  # max relative brightness change, e.g. 0.1 = +-10 %
+    noise: float = 0.0  # std of Gaussian noise added to the normalised input
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and its hyper-parameters."""
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.005
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SchedulerConfig:
+    """Learning-rate schedule: stepped once per epoch, except onecycle (once per batch)."""
+
+    name: Literal["none", "step", "cosine", "onecycle"] = "none"
+    step_size: int = 10  # step: epochs between decays
+    gamma: float = 0.1  # step: decay factor
+    min_lr: float = 0.0  # cosine: final learning rate
+    pct_start: float = 0.3  # onecycle: fraction of steps spent warming up
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when the monitored metric has not improved by min_delta for patience epochs."""
+
+    enabled: bool = False
+    monitor: str = "val_loss"
+    patience: int = 5
+    mode: Literal["min", "max"] = "min"
+    min_delta: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The loop itself."""
+
+    epochs: int = 45
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    label_smoothing: float = 0.0
+    seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms; slower on GPU
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    amp: bool = True  # mixed precision on CUDA only; a no-op on CPU
+    threads: int | None = None  # torch intra-op threads; None = one per core
+    channels_last: bool = True
+    monitor: str = "val_acc"  # what "best" means, for checkpoints and pruning
+    monitor_mode: Literal["min", "max"] = "max"
+    target: float | None = None  # stop as soon as the monitored metric reaches this value
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+
+@dataclass
+class TrackingConfig:
+    """What goes to MLflow."""
+
+    experiment: str = "mnr"
+    run_name: str | None = None
+    log_model: bool = True
+    register: str | None = None  # register the final model under this name
+    checkpoint_artifacts: bool = True  # upload the best checkpoint as an artifact
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: everything `mnr train` needs, loadable from YAML."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    search: dict[str, dict[str, Any]] | None = None  # `mnr tune` search space; see mnr.tune
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints widen to floats)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except MnrError as exc:
+                errors.append(str(exc))
+        raise MnrError(errors[0] if errors else f"{key}: must not be null")
+    if origin is Literal:
+        if value not in args:
+            raise MnrError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=key)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise MnrError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise MnrError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise MnrError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MnrError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.match(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; users mean a number
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MnrError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise MnrError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise MnrError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def from_dict(cls: type, data: Any, *, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types by name."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise MnrError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise MnrError(
+            f"unknown config key {where}{unknown[0]}; valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain YAML-safe data."""
+    return dataclasses.asdict(config)
+
+
+def to_yaml(config: Any) -> str:
+    """The config as YAML text, keys in declaration order."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def flatten(data: dict[str, Any], *, prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}, for MLflow params."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MnrError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise MnrError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MnrError(f"{path}: the config must be a mapping of sections (model:, train:, ...)")
+    return data
+
+
+def _set_nested(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise MnrError(f"override {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply `-s key=value` overrides to raw config data; values are parsed as YAML scalars."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise MnrError(f"override {item!r}: write key=value, e.g. -s optim.lr=0.01")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        _set_nested(data, key.strip(), value)
+    return data
+
+
+def experiment_path(model: str) -> Path | None:
+    """`experiments/<model>.yaml` when mnr ships one for that model."""
+    path = EXPERIMENTS_DIR / f"{model}.yaml"
+    return path if path.is_file() else None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Load and validate one experiment YAML."""
+    return from_dict(ExperimentConfig, _read_yaml(Path(path)))
+
+
+def resolve_config(
+    *,
+    model: str | None = None,
+    config: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> ExperimentConfig:
+    """The one place a config is resolved: defaults < YAML < named options < -s overrides.
+
+    `model` picks `experiments/<model>.yaml` when no `config` is given; `options` maps dotted
+    keys to values and skips those that are None (an option the user did not give).
+    """
+    data: dict[str, Any] = {}
+    source = Path(config) if config is not None else (experiment_path(model) if model else None)
+    if config is not None and not Path(config).is_file():
+        raise MnrError(f"{config}: config file not found")
+    if source is not None:
+        data = _read_yaml(source)
+    if model is not None:
+        _set_nested(data, "model.name", model)
+    for key, value in (options or {}).items():
+        if value is not None:
+            _set_nested(data, key, value)
+    apply_overrides(data, overrides)
+    resolved = from_dict(ExperimentConfig, data)
+    if len(resolved.data.input_size) != 2 or min(resolved.data.input_size) < 8:
+        raise MnrError(f"data.input_size: expected [height, width] of at least 8, got {resolved.data.input_size}")
+    return resolved

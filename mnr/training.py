@@ -1,0 +1,277 @@
+"""One training run end to end: config -> data -> model -> `fit` -> MLflow.
+
+`run_training` is what `mnr train`, `mlflow run .`, each Optuna trial and each torchrun rank
+call. It checks everything a user can get wrong (tracking store, model name, data folder)
+before it spends compute, and it leaves nothing behind half-done: an interrupt saves a
+checkpoint and marks the run KILLED, a crash marks it FAILED, and `--resume` picks either up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mnr import metrics as pitch_metrics
+from mnr import settings, tracking
+from mnr.callbacks import EarlyStopping, ModelCheckpoint, load_checkpoint
+from mnr.config import ExperimentConfig, from_dict
+from mnr.data import TrainingData, load_training_data
+from mnr.engine import Callback, DivergedError, evaluate, fit, resolve_device, seed_everything
+from mnr.errors import MnrError
+from mnr.models import create_model, import_model_module, is_model
+
+__all__ = ["TrainResult", "build_model", "load_data", "resolve_resume", "run_training"]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_id: str | None
+    status: str
+    history: list[dict[str, float]]
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint_dir: Path | None = None
+    model_uri: str | None = None
+
+    @property
+    def best_val_acc(self) -> float:
+        return max((h.get("val_acc", 0.0) for h in self.history), default=0.0)
+
+
+def build_model(config: ExperimentConfig) -> torch.nn.Module:
+    """Create the configured model; an unknown name fails before any data is read."""
+    if config.model.module:
+        import_model_module(config.model.module)
+    if not is_model(config.model.name):
+        create_model(config.model.name)  # raises MnrError with close matches
+    return create_model(
+        config.model.name,
+        num_classes=88,
+        input_size=tuple(config.data.input_size),
+        pretrained=config.model.pretrained,
+        **config.model.kwargs,
+    )
+
+
+def load_data(config: ExperimentConfig, *, progress: bool = True) -> TrainingData:
+    """Validate and decode the configured dataset (the built-in one when no path is set)."""
+    data = config.data
+    return load_training_data(
+        data.path,
+        input_size=tuple(data.input_size),
+        val_fraction=data.val_fraction,
+        split_seed=data.split_seed,
+        workers=data.workers,
+        progress=progress,
+    )
+
+
+def resolve_resume(target: str) -> tuple[dict[str, Any], str | None]:
+    """Find the checkpoint to resume from: a file path, or an MLflow run id.
+
+    For a run id, the local `MNR_CHECKPOINT_DIR/<run_id>/last.pt` is used when present, else the
+    run's logged `checkpoints/last.pt` artifact is downloaded.
+    """
+    path = Path(target).expanduser()
+    if path.is_file():
+        state = load_checkpoint(path)
+        return state, state.get("run_id")
+    local = settings.MNR_CHECKPOINT_DIR.path() / target / "last.pt"
+    if local.is_file():
+        return load_checkpoint(local), target
+    tracking.configure_tracking()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            downloaded = tracking.client().download_artifacts(target, "checkpoints/last.pt", tmp)
+            return load_checkpoint(downloaded), target
+    except Exception as exc:  # noqa: BLE001 - any failure means "nothing to resume from"
+        raise MnrError(
+            f"nothing to resume for {target!r}: no checkpoint file, no {local}, "
+            f"and no checkpoints/last.pt artifact in that MLflow run ({exc})"
+        ) from None
+
+
+def _run_name(config: ExperimentConfig) -> str:
+    return config.tracking.run_name or (
+        f"{config.model.name}-lr{config.optim.lr:g}-b{config.train.batch_size}-e{config.train.epochs}"
+    )
+
+
+def _callbacks(config: ExperimentConfig, *, run_id: str | None, checkpoint_dir: Path | None) -> list[Callback]:
+    callbacks: list[Callback] = []
+    stop = config.train.early_stopping
+    if stop.enabled:
+        callbacks.append(EarlyStopping(monitor=stop.monitor, patience=stop.patience, mode=stop.mode, min_delta=stop.min_delta))
+    if run_id is not None:
+        callbacks.append(tracking.MlflowLogger(run_id))
+    if checkpoint_dir is not None:
+        callbacks.append(ModelCheckpoint(checkpoint_dir, monitor=config.train.monitor, mode=config.train.monitor_mode, extra={"run_id": run_id}))
+    return callbacks
+
+
+def _final_evaluation(
+    model: torch.nn.Module, data: TrainingData, config: ExperimentConfig, *, run_id: str | None, device: torch.device
+) -> dict[str, float]:
+    """Val and held-out test metrics of the best weights; the confusion matrix and per-class table."""
+    results: dict[str, float] = {}
+    sets = [("val", data.val_images, data.val_labels)]
+    if data.test_images is not None and data.test_labels is not None:
+        sets.append(("test", data.test_images, data.test_labels))
+    for name, images, labels in sets:
+        _, logits = evaluate(model, torch.from_numpy(images), torch.from_numpy(labels), batch_size=config.train.eval_batch_size, device=device)
+        probs = torch.softmax(logits, 1).numpy()
+        preds = probs.argmax(1)
+        summary = pitch_metrics.evaluate_predictions(labels, preds, probs)
+        results.update({f"{name}_{key}": value for key, value in summary.items()})
+        if run_id is not None and name == sets[-1][0]:
+            with tempfile.TemporaryDirectory() as tmp:
+                cm = pitch_metrics.confusion_matrix(labels, preds)
+                image = pitch_metrics.plot_confusion_matrix(cm, Path(tmp) / "confusion_matrix.png", title=f"{config.model.name} on {name}: accuracy {summary['accuracy']:.4f}")
+                tracking.log_artifact(run_id, image)
+                table = pitch_metrics.format_per_class_table(pitch_metrics.per_class_table(labels, preds))
+                tracking.log_text(run_id, table, "per_class_accuracy.csv")
+    return results
+
+
+def run_training(
+    config: ExperimentConfig,
+    *,
+    resume: str | None = None,
+    data: TrainingData | None = None,
+    parent_run_id: str | None = None,
+    extra_callbacks: Sequence[Callback] = (),
+    extra_tags: dict[str, str] | None = None,
+    track: bool = True,
+    save_checkpoints: bool = True,
+    final_evaluation: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train one model as configured and record it in MLflow (see module docstring).
+
+    `data` lets a caller that trains many times (tuning) decode the dataset once. `resume` is a
+    run id or checkpoint path; the resumed run keeps its config and continues in the same run.
+    """
+    state: dict[str, Any] | None = None
+    run_id: str | None = None
+    if resume is not None:
+        state, run_id = resolve_resume(resume)
+        config = from_dict(ExperimentConfig, state["config"])
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    is_main = rank == 0
+    track = track and is_main
+    if track:
+        tracking.configure_tracking(check=True)  # an unreachable server fails here, before any work
+    seed_everything(config.train.seed, deterministic=config.train.deterministic)  # weights init from the seed
+    model = build_model(config)
+    if data is None:
+        data = load_data(config, progress=progress and is_main)
+    if tuple(data.input_size) != tuple(config.data.input_size):
+        raise MnrError(f"data decoded at {data.input_size} but data.input_size is {config.data.input_size}")
+
+    if track:
+        tags = {
+            "model": config.model.name,
+            "data.digest": data.digest,
+            "data.source": str(data.paths.train),
+            "mnr.resumed": "true" if state is not None else "false",
+        }
+        commit = tracking.git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        tags.update(extra_tags or {})
+        if run_id is None:
+            run_id = tracking.create_run(
+                experiment=config.tracking.experiment, run_name=_run_name(config), tags=tags, parent_run_id=parent_run_id
+            )
+        else:
+            tracking.client().update_run(run_id, status="RUNNING")
+            for key, value in tags.items():
+                tracking.client().set_tag(run_id, key, value)
+        tracking.log_params(run_id, config)
+        tracking.log_dataset(run_id, name=f"{data.paths.train.parent.name}/{data.paths.train.name}", digest=data.digest, source=str(data.paths.train))
+    if dist.is_initialized():  # every rank learns rank 0's run id, for the checkpoint folder
+        shared = [run_id]
+        dist.broadcast_object_list(shared, src=0)
+        run_id = shared[0]
+
+    checkpoint_dir = None
+    if save_checkpoints:
+        checkpoint_dir = settings.MNR_CHECKPOINT_DIR.path() / (run_id or f"local-{os.getpid()}")
+    callbacks = _callbacks(config, run_id=run_id if track else None, checkpoint_dir=checkpoint_dir) + list(extra_callbacks)
+    device = resolve_device(config.train.device)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+
+    status = "FAILED"
+    result = TrainResult(run_id=run_id, status=status, history=[], checkpoint_dir=checkpoint_dir)
+    try:
+        fitted = fit(
+            model,
+            config=config,
+            train_images=torch.from_numpy(data.train_images),
+            train_labels=torch.from_numpy(data.train_labels),
+            val_images=torch.from_numpy(data.val_images),
+            val_labels=torch.from_numpy(data.val_labels),
+            callbacks=callbacks,
+            resume=state,
+            device=device,
+        )
+        result.history = fitted.history
+        checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
+        if checkpoint is not None and checkpoint.best_path.is_file():
+            model.load_state_dict(load_checkpoint(checkpoint.best_path)["model"])
+        model = model.to(device)
+        if is_main and final_evaluation:
+            result.final_metrics = _final_evaluation(model, data, config, run_id=run_id if track else None, device=device)
+        if track:
+            tracking.log_metrics(run_id, {**result.final_metrics, "epochs_run": float(fitted.epochs)}, step=fitted.epochs)
+            if checkpoint is not None and config.tracking.checkpoint_artifacts and checkpoint.best_path.is_file():
+                tracking.log_artifact(run_id, checkpoint.best_path, artifact_path="checkpoints")
+            if config.tracking.log_model:
+                result.model_uri = _log_model(model.cpu(), config, run_id=run_id, checkpoint=checkpoint)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except DivergedError:
+        status = "FAILED"
+        raise
+    finally:
+        result.status = status
+        if track and run_id is not None:
+            if status != "FINISHED":
+                _keep_last_checkpoint(run_id, checkpoint_dir)
+            tracking.end_run(run_id, status)
+            if status == "KILLED":
+                print(f"mnr: run {run_id} marked KILLED; resume with: mnr train --resume {run_id}", file=sys.stderr)
+    return result
+
+
+def _keep_last_checkpoint(run_id: str, checkpoint_dir: Path | None) -> None:
+    """On an interrupt or failure, upload the last good checkpoint so any machine can resume."""
+    if checkpoint_dir is None or not (checkpoint_dir / "last.pt").is_file():
+        return
+    try:
+        tracking.log_artifact(run_id, checkpoint_dir / "last.pt", artifact_path="checkpoints")
+    except MnrError:
+        pass  # the local file is still there; resume uses it first
+
+
+def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str, checkpoint: ModelCheckpoint | None) -> str:
+    """Log the final model: the raw torch module, and the image-taking pyfunc predictor."""
+    height, width = config.data.input_size
+    example = np.zeros((2, 3, height, width), dtype=np.float32)  # batch 1 would pin the exported batch size
+    model.eval()
+    return tracking.log_pytorch_model(
+        model, run_id=run_id, input_example=example, registered_name=config.tracking.register
+    )

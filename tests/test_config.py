@@ -1,0 +1,85 @@
+"""Experiment config resolution: YAML < options < -s overrides, with errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnr.config import (
+    EXPERIMENTS_DIR,
+    ExperimentConfig,
+    flatten,
+    load_config,
+    resolve_config,
+    to_dict,
+    to_yaml,
+)
+from mnr.errors import MnrError
+from mnr.models import list_models
+
+
+def test_baseline_yaml_reproduces_the_seed() -> None:
+    config = resolve_config(model="baseline_cnn")
+    assert config.model.name == "baseline_cnn"
+    assert (config.optim.name, config.optim.lr, config.optim.momentum) == ("sgd", 0.005, 0.0)
+    assert (config.train.batch_size, config.train.epochs, config.train.label_smoothing) == (64, 45, 0.0)
+    assert config.train.augment.enabled is False and config.scheduler.name == "none"
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_is_valid(path: Path) -> None:
+    config = load_config(path)
+    assert config.model.name in list_models()
+
+
+def test_every_builtin_model_has_an_experiment() -> None:
+    for name in ("baseline_cnn", "bn_cnn", "deep_cnn", "resnet18"):
+        assert (EXPERIMENTS_DIR / f"{name}.yaml").is_file()
+
+
+def test_precedence_yaml_then_options_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "e.yaml"
+    path.write_text("optim: {lr: 0.1}\ntrain: {epochs: 3, batch_size: 16}\n")
+    config = resolve_config(
+        config=path, options={"optim.lr": 0.2, "train.epochs": None}, overrides=["optim.lr=0.3", "train.augment.enabled=true"]
+    )
+    assert config.optim.lr == 0.3
+    assert config.train.epochs == 3  # an option left None does not override
+    assert config.train.batch_size == 16
+    assert config.train.augment.enabled is True
+
+
+def test_unknown_keys_and_wrong_types_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(MnrError, match="unknown config key train.epoch"):
+        resolve_config(overrides=["train.epoch=3"])
+    with pytest.raises(MnrError, match="train.epochs: expected an integer"):
+        resolve_config(overrides=["train.epochs=three"])
+    with pytest.raises(MnrError, match="optim.name: 'rmsprop' is not one of"):
+        resolve_config(overrides=["optim.name=rmsprop"])
+    with pytest.raises(MnrError, match="train.augment.enabled: expected true or false"):
+        resolve_config(overrides=["train.augment.enabled=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: [1\n")
+    with pytest.raises(MnrError, match="bad.yaml:.*invalid YAML"):
+        resolve_config(config=bad)
+    with pytest.raises(MnrError, match="key=value"):
+        resolve_config(overrides=["nonsense"])
+
+
+def test_values_are_never_evaluated_as_code() -> None:
+    config = resolve_config(overrides=["tracking.run_name=__import__('os').system('false')"])
+    assert config.tracking.run_name == "__import__('os').system('false')"
+    with pytest.raises(MnrError):
+        resolve_config(overrides=["train.epochs=!!python/object/apply:os.system ['false']"])
+
+
+def test_dump_round_trips_and_flattens() -> None:
+    config = resolve_config(model="baseline_cnn", overrides=["model.kwargs={dropout: 0.2}"])
+    again = resolve_config(config=None, overrides=[])
+    assert isinstance(again, ExperimentConfig)
+    data = yaml.safe_load(to_yaml(config))
+    assert data == to_dict(config)
+    flat = flatten(to_dict(config))
+    assert flat["optim.lr"] == 0.005 and flat["model.kwargs.dropout"] == 0.2 and flat["train.augment.enabled"] is False

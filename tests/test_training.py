@@ -1,0 +1,205 @@
+"""The engine and a whole training run, tracked in MLflow, on tiny synthetic data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mnr.cli import main
+from mnr.config import AugmentConfig, resolve_config
+from mnr.engine import Callback, DivergedError, make_optimizer, make_scheduler
+from mnr.errors import MnrError
+from mnr.models import create_model
+from mnr.training import run_training
+from mnr.transforms import augment_batch, to_model_input
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["data.input_size=[32,32]", "train.eval_batch_size=64"]
+
+
+def tiny_config(synth_root: Path, *extra: str, model: str = "bn_cnn", epochs: int = 2):
+    return resolve_config(
+        model=model,
+        options={"data.path": str(synth_root), "train.epochs": epochs, "train.batch_size": 8},
+        overrides=[*TINY, "tracking.log_model=false", *extra],
+    )
+
+
+def test_to_model_input_normalises_once() -> None:
+    batch = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 1, 2).expand(1, 3, 1, 2)
+    x = to_model_input(batch, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert x.dtype == torch.float32
+    assert torch.allclose(x[0, 0, 0], torch.tensor([-1.0, 1.0]))
+
+
+def test_augmentation_never_moves_energy_across_frequency() -> None:
+    x = torch.zeros(16, 3, 32, 40)
+    x[:, :, 10, :] = 1.0  # one bright frequency row
+    config = AugmentConfig(enabled=True, time_shift=0.2, time_masks=2, freq_masks=2, gain=0.2, noise=0.0)
+    out = augment_batch(x, config, generator=torch.Generator().manual_seed(0))
+    row_energy = out.abs().sum(dim=(1, 3))
+    assert torch.all(row_energy[:, [r for r in range(32) if r != 10]] == 0)
+    same = augment_batch(x, config, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, same)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("schedule", ["none", "step", "cosine", "onecycle"])
+def test_every_optimizer_and_schedule_builds(name: str, schedule: str) -> None:
+    config = resolve_config(overrides=[f"optim.name={name}", f"scheduler.name={schedule}", "optim.momentum=0.9"])
+    model = torch.nn.Linear(3, 2)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=5)
+    assert (scheduler is None) == (schedule == "none")
+
+
+def test_train_tracks_everything_in_one_run(synth_root: Path) -> None:
+    config = tiny_config(synth_root, "tracking.log_model=true", "tracking.experiment=e2e")
+    result = run_training(config, progress=False)
+    assert result.status == "FINISHED"
+    run = mlflow.MlflowClient().get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim.lr"] == "0.005" and run.data.params["model.name"] == "bn_cnn"
+    assert run.data.tags["model"] == "bn_cnn" and len(run.data.tags["data.digest"]) == 16
+    client = mlflow.MlflowClient()
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "epoch_seconds", "images_per_second"):
+        assert [m.step for m in client.get_metric_history(result.run_id, key)] == [1, 2], key
+    assert "test_accuracy" in run.data.metrics and "test_semitone_mae" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "confusion_matrix.png", "per_class_accuracy.csv", "checkpoints"} <= artifacts
+    assert [a.path for a in client.list_artifacts(result.run_id, "checkpoints")] == ["checkpoints/best.pt"]
+    assert run.inputs.dataset_inputs[0].dataset.digest == run.data.tags["data.digest"]
+    loaded = mlflow.pytorch.load_model(result.model_uri)
+    logits = loaded(torch.zeros(3, 3, 32, 32))
+    assert tuple(logits.shape) == (3, 88)
+
+
+def test_same_seed_same_metrics(synth_root: Path) -> None:
+    first = run_training(tiny_config(synth_root, "train.augment.enabled=true", "train.augment.time_shift=0.1"), progress=False)
+    second = run_training(tiny_config(synth_root, "train.augment.enabled=true", "train.augment.time_shift=0.1"), progress=False)
+    drop = ("epoch_seconds", "images_per_second")
+    assert [{k: v for k, v in h.items() if k not in drop} for h in first.history] == [
+        {k: v for k, v in h.items() if k not in drop} for h in second.history
+    ]
+
+
+class _StopAfter(Callback):
+    """Simulates Ctrl-C at the end of epoch `epoch`."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, ctx, metrics) -> None:
+        if ctx.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_is_killed_and_resumes_to_identical_metrics(synth_root: Path) -> None:
+    extras = ("optim.momentum=0.9", "scheduler.name=cosine", "train.augment.enabled=true", "train.augment.freq_masks=1")
+    straight = run_training(tiny_config(synth_root, *extras, epochs=4), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_config(synth_root, *extras, epochs=4), extra_callbacks=[_StopAfter(2)], progress=False)
+    client = mlflow.MlflowClient()
+    killed = client.search_runs([client.get_experiment_by_name("mnr").experiment_id], "attributes.status = 'KILLED'")
+    assert len(killed) == 1
+    run_id = killed[0].info.run_id
+    resumed = run_training(tiny_config(synth_root), resume=run_id, progress=False)
+    assert resumed.run_id == run_id and resumed.status == "FINISHED"
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert len(resumed.history) == 4
+    drop = ("epoch_seconds", "images_per_second")
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3, 4]
+
+
+def test_divergence_names_epoch_and_step_and_keeps_last_good_checkpoint(synth_root: Path) -> None:
+    config = tiny_config(synth_root, "optim.lr=1e30", epochs=3)
+    with pytest.raises(DivergedError, match=r"epoch 1, step \d+"):
+        run_training(config, progress=False)
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("mnr").experiment_id])
+    assert runs[0].info.status == "FAILED"
+
+
+def test_early_stopping_stops(synth_root: Path) -> None:
+    config = tiny_config(
+        synth_root, "train.early_stopping.enabled=true", "train.early_stopping.patience=1",
+        "train.early_stopping.monitor=val_loss", "train.early_stopping.min_delta=1000", epochs=6,
+    )
+    assert len(run_training(config, progress=False).history) == 2
+
+
+def test_unknown_model_fails_before_data_is_read(tmp_path: Path) -> None:
+    config = resolve_config(overrides=["model.name=baseline_cn", f"data.path={tmp_path / 'does-not-exist'}"])
+    with pytest.raises(MnrError, match="baseline_cnn"):
+        run_training(config, progress=False)
+
+
+@pytest.mark.parametrize("model", ["baseline_cnn", "bn_cnn", "deep_cnn", "resnet18"])
+def test_cli_trains_every_variant(synth_root: Path, model: str) -> None:
+    args = ["train", "--model", model, "--data", str(synth_root), "--epochs", "1", "--batch-size", "8"]
+    for item in [*TINY, "tracking.log_model=false"]:
+        args += ["-s", item]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "FINISHED" in result.output and "test_accuracy=" in result.output
+
+
+def test_model_from_a_users_file(synth_root: Path, tmp_path: Path) -> None:
+    module = tmp_path / "my_models.py"
+    module.write_text(
+        "import torch\nfrom mnr.models import register_model\n\n"
+        "@register_model\ndef tiny_linear(num_classes=88, input_size=(32, 32), pretrained=False, **kw):\n"
+        "    '''A linear probe.'''\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * input_size[0] * input_size[1], num_classes))\n"
+    )
+    args = ["train", "--model", "tiny_linear", "--model-module", str(module), "--data", str(synth_root), "--epochs", "1"]
+    for item in [*TINY, "tracking.log_model=false"]:
+        args += ["-s", item]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+
+
+def test_unreachable_tracking_server_fails_before_training(synth_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    result = CliRunner().invoke(main, ["train", "--data", str(synth_root), "--epochs", "1", "-s", "data.input_size=[32,32]"])
+    assert result.exit_code == 2
+    assert "unreachable" in result.output and "decoding" not in result.output
+
+
+@pytest.mark.slow
+def test_mlflow_run_project_end_to_end(synth_root: Path, isolated: Path) -> None:
+    """The README's `mlflow run . -P model=baseline_cnn` (with --env-manager local), on tiny data."""
+    command = [
+        sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "project",
+        "-P", "model=baseline_cnn", "-P", "epochs=2", "-P", f"data={synth_root}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=isolated)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("project").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.name"] == "baseline_cnn" and run.data.params["train.epochs"] == "2"
+    assert run.data.params["optim.lr"] == "0.005"  # the experiment config's, since -P lr was left out
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"checkpoints", "confusion_matrix.png", "config.yaml"} <= artifacts
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    module = mlflow.pytorch.load_model(f"models:/{models[0].model_id}")
+    assert tuple(module(torch.zeros(2, 3, 128, 128)).shape) == (2, 88)
+    assert np.isfinite(run.data.metrics["test_accuracy"])
+
+
+def test_model_variants_carry_their_input_config() -> None:
+    model = create_model("bn_cnn", input_size=(32, 48))
+    assert model.input_config.input_size == (32, 48) and model.input_config.num_classes == 88
