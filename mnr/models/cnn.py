@@ -1,0 +1,219 @@
+"""Small convolutional networks: the Kaggle seed and two stronger variants.
+
+The architectures are classes; the registered variants at the bottom are one-line functions that
+build them, so a new variant is one more decorated function, not a new class.
+
+All three take float tensors N x 3 x H x W (normalised as `InputConfig` says) and return logits
+N x num_classes. They use only out-of-place ops and `torch.flatten`, so they run unchanged on
+`torch.channels_last` inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mnr.errors import MnrError
+from mnr.models.registry import register_model
+
+__all__ = ["BaselineCnn", "BnCnn", "DeepCnn"]
+
+
+def _conv_pool_size(size: int, *, kernel: int, blocks: int) -> int:
+    """Side length after `blocks` x [conv `kernel` (no padding) -> max-pool 2]."""
+    for _ in range(blocks):
+        size = (size - kernel + 1) // 2
+    return size
+
+
+def _check_fits(
+    name: str, input_size: tuple[int, int], *, kernel: int, blocks: int
+) -> tuple[int, int]:
+    """The final feature-map (H, W), or an MnrError if the input is too small to get there."""
+    h, w = (_conv_pool_size(s, kernel=kernel, blocks=blocks) for s in input_size)
+    if h < 1 or w < 1:
+        smallest = 1
+        while _conv_pool_size(smallest, kernel=kernel, blocks=blocks) < 1:
+            smallest += 1
+        raise MnrError(
+            f"input_size {tuple(input_size)} is too small for {name}: it needs at least "
+            f"{smallest} x {smallest} pixels"
+        )
+    return h, w
+
+
+def _no_pretrained(name: str, pretrained: bool) -> None:
+    if pretrained:
+        raise MnrError(f"{name} has no pretrained weights; drop --pretrained (or use resnet18)")
+
+
+class BaselineCnn(nn.Module):
+    """The Kaggle seed, shaped like the PyTorch CIFAR-10 tutorial network.
+
+    Two blocks of [conv 5x5 (no padding) -> ReLU -> max-pool 2], then three linear layers
+    (-> 120 -> 84 -> num_classes) with ReLU between. The first linear layer's width follows from
+    `input_size`, which is why the size is an argument: this network only accepts that size.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 88,
+        input_size: tuple[int, int] = (128, 128),
+        channels: tuple[int, int] = (6, 16),
+        hidden: tuple[int, int] = (120, 84),
+    ) -> None:
+        super().__init__()
+        h, w = _check_fits(type(self).__name__, input_size, kernel=5, blocks=2)
+        c1, c2 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(3, c1, kernel_size=5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, kernel_size=5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(c2 * h * w, hidden[0]),
+            nn.ReLU(),
+            nn.Linear(hidden[0], hidden[1]),
+            nn.ReLU(),
+            nn.Linear(hidden[1], num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class BnCnn(nn.Module):
+    """The seed's layout made trainable: BatchNorm after each conv, dropout before the linears.
+
+    BatchNorm lets it take a much larger learning rate than the seed, and dropout keeps the large
+    first linear layer from memorising a small training set.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 88,
+        input_size: tuple[int, int] = (128, 128),
+        channels: tuple[int, int] = (16, 32),
+        hidden: tuple[int, int] = (120, 84),
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise MnrError(f"dropout must be in [0, 1), got {dropout!r}")
+        h, w = _check_fits(type(self).__name__, input_size, kernel=5, blocks=2)
+        c1, c2 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(3, c1, kernel_size=5, bias=False),  # BatchNorm's shift makes a bias redundant
+            nn.BatchNorm2d(c1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, kernel_size=5, bias=False),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(c2 * h * w, hidden[0]),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden[0], hidden[1]),
+            nn.ReLU(),
+            nn.Linear(hidden[1], num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class DeepCnn(nn.Module):
+    """A VGG-style stack of [conv 3x3 -> BN -> ReLU -> max-pool 2] blocks with a pooled head.
+
+    Channels double each block from `width` (capped at 8 x `width`), and global average pooling
+    feeds one linear layer, so the parameter count does not depend on the input size and any
+    size of at least 2**`depth` pixels a side works. At 128 x 128 with the defaults it costs
+    about 0.2 GFLOPs per image forward, cheap enough to train on a 2-core CPU.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 88,
+        input_size: tuple[int, int] = (128, 128),
+        width: int = 16,
+        depth: int = 5,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if width < 1:
+            raise MnrError(f"width must be a positive number of channels, got {width!r}")
+        if depth < 1:
+            raise MnrError(f"depth must be at least 1, got {depth!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise MnrError(f"dropout must be in [0, 1), got {dropout!r}")
+        if min(input_size) < 2**depth:
+            raise MnrError(
+                f"input_size {tuple(input_size)} is too small for DeepCnn with depth={depth}: "
+                f"it needs at least {2**depth} x {2**depth} pixels"
+            )
+        layers: list[nn.Module] = []
+        in_chans = 3
+        for i in range(depth):
+            out_chans = width * min(2**i, 8)
+            layers += [
+                nn.Conv2d(in_chans, out_chans, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(out_chans),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            in_chans = out_chans
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_chans, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+
+
+@register_model
+def baseline_cnn(
+    *, num_classes: int = 88, input_size: tuple[int, int] = (128, 128), pretrained: bool = False
+) -> BaselineCnn:
+    """The Kaggle seed: 2 x [conv5 -> ReLU -> pool], 3 linear layers (CIFAR tutorial net)."""
+    _no_pretrained("baseline_cnn", pretrained)
+    return BaselineCnn(num_classes=num_classes, input_size=input_size)
+
+
+@register_model
+def bn_cnn(
+    *,
+    num_classes: int = 88,
+    input_size: tuple[int, int] = (128, 128),
+    pretrained: bool = False,
+    dropout: float = 0.3,
+) -> BnCnn:
+    """The seed with BatchNorm, 16/32 channels and dropout; trains fast on a CPU."""
+    _no_pretrained("bn_cnn", pretrained)
+    return BnCnn(num_classes=num_classes, input_size=input_size, dropout=dropout)
+
+
+@register_model
+def deep_cnn(
+    *,
+    num_classes: int = 88,
+    input_size: tuple[int, int] = (128, 128),
+    pretrained: bool = False,
+    width: int = 16,
+    depth: int = 5,
+    dropout: float = 0.2,
+) -> DeepCnn:
+    """VGG-style [conv3 -> BN -> ReLU -> pool] x depth, global average pool, linear head."""
+    _no_pretrained("deep_cnn", pretrained)
+    return DeepCnn(
+        num_classes=num_classes, input_size=input_size, width=width, depth=depth, dropout=dropout
+    )
