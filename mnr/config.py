@@ -42,7 +42,7 @@ __all__ = [
 
 _YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
-DEFAULT_INPUT_SIZE = [128, 128]  # (H, W); see docs/data.md for why 128 rows suffice
+DEFAULT_INPUT_SIZE = [128, 16]  # (H, W): one row per mel band, time squeezed; docs/data.md says why
 
 
 @dataclass

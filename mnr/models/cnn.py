@@ -132,12 +132,14 @@ class BnCnn(nn.Module):
 
 
 class DeepCnn(nn.Module):
-    """A VGG-style stack of [conv 3x3 -> BN -> ReLU -> max-pool 2] blocks with a pooled head.
+    """A VGG-style stack of [conv 3x3 -> BN -> ReLU -> max-pool] blocks with a time-pooled head.
 
-    Channels double each block from `width` (capped at 8 x `width`), and global average pooling
-    feeds one linear layer, so the parameter count does not depend on the input size and any
-    size of at least 2**`depth` pixels a side works. At 128 x 128 with the defaults it costs
-    about 0.2 GFLOPs per image forward, cheap enough to train on a 2-core CPU.
+    Channels double each block from `width` (capped at 8 x `width`). Pooling halves frequency in
+    every block and time only while there is time left to halve, so narrow inputs (the default
+    128 x 16) work. The head averages over time only: a pitch is *where* the energy sits along
+    frequency, and pooling frequency away too (ImageNet-style global pooling) would make the head
+    guess it from texture. The remaining frequency rows (128 / 2**depth) and channels feed one
+    linear layer.
     """
 
     def __init__(
@@ -156,25 +158,27 @@ class DeepCnn(nn.Module):
             raise MnrError(f"depth must be at least 1, got {depth!r}")
         if not 0.0 <= dropout < 1.0:
             raise MnrError(f"dropout must be in [0, 1), got {dropout!r}")
-        if min(input_size) < 2**depth:
+        height, time = input_size
+        if height < 2**depth:
             raise MnrError(
                 f"input_size {tuple(input_size)} is too small for DeepCnn with depth={depth}: "
-                f"it needs at least {2**depth} x {2**depth} pixels"
+                f"it needs at least {2**depth} rows"
             )
         layers: list[nn.Module] = []
         in_chans = 3
         for i in range(depth):
             out_chans = width * min(2**i, 8)
+            time_pool = 2 if time >= 2 else 1
             layers += [
                 nn.Conv2d(in_chans, out_chans, kernel_size=3, padding=1, bias=False),
                 nn.BatchNorm2d(out_chans),
                 nn.ReLU(),
-                nn.MaxPool2d(2),
+                nn.MaxPool2d((2, time_pool)),
             ]
-            in_chans = out_chans
+            in_chans, height, time = out_chans, height // 2, time // time_pool
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_chans, num_classes))
+        self.pool = nn.AdaptiveAvgPool2d((height, 1))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_chans * height, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
@@ -212,7 +216,7 @@ def deep_cnn(
     depth: int = 5,
     dropout: float = 0.2,
 ) -> DeepCnn:
-    """VGG-style [conv3 -> BN -> ReLU -> pool] x depth, global average pool, linear head."""
+    """VGG-style [conv3 -> BN -> ReLU -> pool] x depth, pooled over time, linear head."""
     _no_pretrained("deep_cnn", pretrained)
     return DeepCnn(
         num_classes=num_classes, input_size=input_size, width=width, depth=depth, dropout=dropout
