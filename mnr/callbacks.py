@@ -6,6 +6,7 @@ Checkpoints are plain dicts of tensors and primitives saved with `torch.save` an
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import tempfile
@@ -23,12 +24,14 @@ __all__ = ["EarlyStopping", "ModelCheckpoint", "load_checkpoint", "save_checkpoi
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a checkpoint atomically: a crash mid-write leaves the previous file intact."""
     path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory: torch turns a failed file write into a vague RuntimeError
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
-                torch.save(state, fh)
+                fh.write(buffer.getbuffer())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

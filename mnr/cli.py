@@ -182,5 +182,201 @@ def train_cmd(model, config_file, model_module, data, epochs, seed, experiment, 
         click.echo(f"model: {result.model_uri}")
 
 
+# ------------------------------------------------------------------------- registered models
+@main.command("register")
+@click.argument("run_id")
+@click.option("--name", required=True, help="Registered model name (created on first use).")
+@click.option("--alias", default=None, help="Point this alias (e.g. champion) at the new version.")
+def register_cmd(run_id: str, name: str, alias: str | None) -> None:
+    """Register run RUN_ID's predictor (the image-taking pyfunc) as a new version of NAME."""
+    from mnr import registry
+
+    version = registry.register_run(run_id, name=name, alias=alias)
+    shown = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}"
+    click.echo(f"registered {name} version {version.version}: {shown}")
+
+
+@main.command("promote")
+@click.argument("name")
+@click.argument("version", type=click.IntRange(min=1))
+@click.option("--alias", required=True, help="The alias to move, e.g. champion.")
+def promote_cmd(name: str, version: int, alias: str) -> None:
+    """Point alias --alias of registered model NAME at VERSION (moving it from any other)."""
+    from mnr import registry
+
+    registry.promote(name, version, alias)
+    click.echo(f"models:/{name}@{alias} -> version {version}")
+
+
+def _predict_options(f):
+    """Options shared by `predict` and `evaluate`: how the model runs."""
+    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+                     help="Where the model runs.")(f)
+    f = click.option("--workers", type=click.IntRange(min=1), default=None, help="Decode processes (default: all cores).")(f)
+    f = click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                     help="Images per inference batch (default: about a million pixels on a CPU, 512 on a GPU).")(f)
+    return f
+
+
+@main.command("predict")
+@click.argument("model_uri")
+@click.argument("input_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("output.csv"),
+              show_default=True, help="The submission CSV to write.")
+@click.option("--top-k", type=click.IntRange(1, 88), default=1, show_default=True,
+              help="With K > 1, also write the K likeliest keys (label, note, probability).")
+@click.option("--id-column", default="filename", show_default=True, help="Header of the image-name column.")
+@click.option("--label-column", default="label", show_default=True, help="Header of the predicted-label column.")
+@click.option("--strip-extension", is_flag=True, help="Write img001 instead of img001.png.")
+@_predict_options
+def predict_cmd(model_uri: str, input_dir: Path, output: Path, top_k: int, id_column: str, label_column: str,
+                strip_extension: bool, batch_size: int | None, workers: int | None, device: str) -> None:
+    """Predict every PNG in INPUT_DIR and write the Kaggle submission (filename,label per image).
+
+    MODEL_URI is models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/predictor or a checkpoint
+    file (.pt). An unreadable image does not stop the others: it is listed here and in
+    OUTPUT.errors.txt, every good row is written, and the exit status is 1.
+    """
+    from mnr.predict import (
+        list_images,
+        load_predictor,
+        predict_folder,
+        write_error_report,
+        write_predictions,
+    )
+
+    images = list_images(input_dir)  # a wrong folder fails before the model loads
+    predictor = load_predictor(model_uri, device=device, batch_size=batch_size)
+    result = predict_folder(predictor, images, workers=workers)
+    write_predictions(result, output, id_column=id_column, label_column=label_column,
+                      strip_extension=strip_extension, top_k=top_k)
+    report = write_error_report(result.problems, output)
+    click.echo(f"wrote {len(result.filenames)} predictions to {output}")
+    if result.problems:
+        for problem in result.problems:
+            click.echo(f"mnr: error: {problem}", err=True)
+        click.echo(f"mnr: {len(result.problems)} of {result.total} image(s) could not be read; "
+                   f"listed in {report}", err=True)
+        sys.exit(1)
+
+
+@main.command("evaluate")
+@click.argument("model_uri")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Truth file (default: FOLDER/truth.txt).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("evaluation"),
+              show_default=True, help="Where the confusion matrix and per-class table are written.")
+@click.option("--log", "log_run", is_flag=True, help="Record the metrics and pictures on a new MLflow run.")
+@click.option("--experiment", default="mnr", show_default=True, help="MLflow experiment for --log.")
+@_predict_options
+def evaluate_cmd(model_uri: str, folder: Path, truth: Path | None, output_dir: Path, log_run: bool, experiment: str,
+                 batch_size: int | None, workers: int | None, device: str) -> None:
+    """Score MODEL_URI on the labelled FOLDER: accuracy, top-3, macro-F1, semitone and octave errors."""
+    from mnr.predict import (
+        evaluate_folder,
+        format_evaluation,
+        labelled_images,
+        load_predictor,
+        log_evaluation,
+    )
+
+    images = labelled_images(folder, truth=truth)
+    if log_run:
+        from mnr import tracking
+
+        tracking.configure_tracking(check=True)  # fail before the work, not after it
+    predictor = load_predictor(model_uri, device=device, batch_size=batch_size)
+    evaluation = evaluate_folder(predictor, images, model_uri=model_uri, output_dir=output_dir, workers=workers)
+    if log_run:
+        log_evaluation(evaluation, experiment=experiment)
+    click.echo(format_evaluation(evaluation))
+
+
+
+# ---------------------------------------------------------------------------------------- tune
+@main.command("tune")
+@_config_options
+@click.option("--trials", callback=_convert(int, "--trials"), default=None, metavar="N",
+              help="Trials to ADD to the study from this process (default: 30, or as many as fit in "
+                   "--timeout). Re-running the same command resumes the study: finished trials are kept, "
+                   "never rerun, and this many more are added. 0 only re-logs the study (say, with --register).")
+@click.option("--timeout", callback=_convert(float, "--timeout"), default=None, metavar="SECONDS",
+              help="Start no new trial after this many seconds.")
+@click.option("--study-name", callback=_blank_is_none, default=None, help="Optuna study name (default: mnr-MODEL).")
+@click.option("--storage", callback=_blank_is_none, default=None,
+              help="Optuna storage: an RDB URL (sqlite:///tune.db, postgresql://...) or a journal file "
+                   "path (default: STUDY_NAME.journal in the working directory).")
+@click.option("--n-jobs", callback=_convert(int, "--n-jobs"), default=None, metavar="N",
+              help="Trials run at once in threads of this process (default 1; -1 = one per core).")
+@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True,
+              help="How trials pick values.")
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True,
+              help="How bad trials are stopped early.")
+@click.option("--register", callback=_blank_is_none, default=None, metavar="NAME",
+              help="Retrain the best config for the config's full train.epochs and register the model as NAME.")
+@click.option("--save-weights", is_flag=True,
+              help="Keep each trial's checkpoints and log its model (default: trials write no weights).")
+def tune_cmd(model, config_file, model_module, data, epochs, seed, experiment, overrides, trials, timeout,
+             study_name, storage, n_jobs, sampler, pruner, register, save_weights) -> None:
+    """Search hyper-parameters with Optuna; each trial is a child MLflow run of one study run.
+
+    The search space is the config's `search:` section, else learning rate (log 1e-4..0.1) and
+    batch size (16, 32, 64, 128). Interrupting (Ctrl-C) keeps every finished trial.
+    """
+    import optuna
+
+    from mnr.config import resolve_config
+    from mnr.tune import format_summary, tune
+
+    _interrupts_as_keyboard()
+    config = resolve_config(
+        model=model or (None if config_file else "baseline_cnn"),
+        config=config_file,
+        options={"model.module": model_module, "data.path": data, "train.seed": seed, "tracking.experiment": experiment},
+        overrides=overrides,
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # mnr prints one line per trial instead
+    try:
+        result = tune(
+            config,
+            trials=trials if trials is not None or timeout is not None else 30,
+            epochs=epochs,
+            timeout=timeout,
+            study_name=study_name,
+            storage=storage,
+            n_jobs=n_jobs or 1,
+            sampler=sampler,
+            pruner=pruner,
+            seed=config.train.seed,
+            register=register,
+            save_weights=save_weights,
+        )
+    except KeyboardInterrupt:
+        click.echo("mnr: interrupted; finished trials are kept in the study, the running one is marked failed "
+                   "and the study's MLflow run KILLED. Run the same command again to continue.", err=True)
+        sys.exit(130)
+    click.echo(format_summary(result.study))
+    counts = result.counts
+    click.echo(f"\nstudy {result.study_name} ({result.storage}): " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    click.echo(f"MLflow parent run: {result.parent_run_id}")
+    if result.best_trial is None:
+        click.echo("no trial completed", err=True)
+        sys.exit(1)
+    best = result.best_trial
+    params = ", ".join(f"{k}={v}" for k, v in best.params.items())
+    click.echo(f"best: trial {best.number} {config.train.monitor}={best.value:.4f} ({params})")
+    if result.registered_run_id:
+        click.echo(f"retrained and registered as {register!r}: run {result.registered_run_id}")
+
+
+for _param in tune_cmd.params:  # the shared options mean something slightly different when tuning
+    if _param.name == "epochs":
+        _param.help = ("Epochs per trial (default: the config's train.epochs, at most 4); "
+                       "--register retrains for the config's full train.epochs.")
+    elif _param.name == "seed":
+        _param.help = "Seed for training and for the sampler (trial N draws the same values in any process)."
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -221,15 +221,49 @@ def _batches(count: int, batch_size: int, order: torch.Tensor, *, min_last: int)
         yield index
 
 
+def _rank_batch_size(batch_size: int, world_size: int) -> int:
+    """Images per step on each rank: `train.batch_size` is the global batch, split evenly."""
+    if batch_size % world_size:
+        raise MnrError(
+            f"train.batch_size={batch_size} is the global batch, split evenly over {world_size} "
+            f"processes; make it a multiple of {world_size}"
+        )
+    return batch_size // world_size
+
+
 def _epoch_order(ctx: FitContext, count: int) -> torch.Tensor:
-    """This epoch's shuffled indices for this rank: one permutation, dealt out like
-    torch's DistributedSampler (padded by wrapping so every rank runs the same steps)."""
+    """This epoch's shuffled indices for this rank, laid out in per-rank batches.
+
+    Every rank draws the same permutation. A single process takes it in batches of
+    `train.batch_size`; with W ranks each such global batch is cut into W equal slices and rank r
+    takes slice r, so step k of a data-parallel run trains on exactly the images of step k of a
+    single-process run, and DDP's averaged gradient is that batch's gradient. A short last batch
+    whose size W does not divide is padded by repeating its own images, so that every rank runs
+    the same number of steps; like a single process, a 1-image last batch is dropped.
+    """
     order = torch.randperm(count, generator=ctx.generator)
-    if ctx.world_size > 1:
-        per_rank = math.ceil(count / ctx.world_size)
-        padded = torch.cat([order, order[: per_rank * ctx.world_size - count]])
-        order = padded[ctx.rank :: ctx.world_size]
-    return order
+    if ctx.world_size == 1:
+        return order
+    batch_size = ctx.config.train.batch_size  # a multiple of world_size: `fit` checks
+    slices = []
+    for start in range(0, count, batch_size):
+        batch = order[start : start + batch_size]
+        if len(batch) < 2:
+            break
+        share = math.ceil(len(batch) / ctx.world_size)  # batch_size / W, except for the last batch
+        padded = batch[torch.arange(share * ctx.world_size) % len(batch)]
+        slices.append(padded[ctx.rank * share : (ctx.rank + 1) * share])
+    return torch.cat(slices) if slices else order[:0]
+
+
+def _average_buffers(model: nn.Module, world_size: int) -> None:
+    """Average float buffers (BatchNorm running statistics) over ranks, so every rank evaluates
+    the same model. The running means become exactly a single process's (they are linear in the
+    batch means); the running variances miss the spread between ranks' slices, a small bias."""
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer.div_(world_size)
 
 
 def train_one_epoch(
@@ -252,13 +286,18 @@ def train_one_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
     seen = 0
     order = _epoch_order(ctx, len(images))
-    for step, index in enumerate(_batches(len(order), train_cfg.batch_size, order, min_last=2), start=1):
+    batch_size = _rank_batch_size(train_cfg.batch_size, ctx.world_size)
+    min_last = 2 if ctx.world_size == 1 else 1  # with several ranks `_epoch_order` drops by global batch
+    for step, index in enumerate(_batches(len(order), batch_size, order, min_last=min_last), start=1):
+        # index_select copies whole images; images[index] (advanced indexing) goes element by
+        # element and costs 10x more on a CPU (benchmarks/speed.py). Same values either way.
+        rows = index.to(images.device)
         x = to_model_input(
-            images[index].to(ctx.device, non_blocking=True), mean=mean, std=std,
+            images.index_select(0, rows).to(ctx.device, non_blocking=True), mean=mean, std=std,
             channels_last=train_cfg.channels_last,
         )
         x = augment_batch(x, train_cfg.augment, generator=ctx.generator)
-        y = labels[index].to(ctx.device, non_blocking=True)
+        y = labels.index_select(0, rows.to(labels.device)).to(ctx.device, non_blocking=True)
         with _autocast(ctx.device, train_cfg.amp):
             logits = model(x)
             loss = criterion(logits, y)
@@ -281,6 +320,7 @@ def train_one_epoch(
     totals = torch.stack([loss_sum, correct.to(torch.float64), torch.tensor(float(seen), dtype=torch.float64, device=ctx.device)])
     if ctx.world_size > 1:
         dist.all_reduce(totals)
+        _average_buffers(ctx.raw_model, ctx.world_size)
     loss_total, correct_total, seen_total = totals.tolist()
     if not math.isfinite(loss_total):
         raise DivergedError(
@@ -373,7 +413,8 @@ def fit(
         model = model.to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(train_cfg.seed)
     optimizer = make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(train_images) / world_size / train_cfg.batch_size)
+    _rank_batch_size(train_cfg.batch_size, world_size)  # an uneven split fails before any work
+    steps_per_epoch = math.ceil(len(train_images) / train_cfg.batch_size)  # global batches, any world size
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps_per_epoch)
     if device.type != "cpu":
         train_images, train_labels = train_images.to(device), train_labels.to(device)
@@ -384,7 +425,11 @@ def fit(
     if resume is not None:
         _restore(ctx, resume)
     if world_size > 1:
-        ctx.model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # Buffers are averaged once per epoch (`_average_buffers`) rather than copied from rank 0
+        # before every forward pass.
+        ctx.model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
+        )
     criterion = nn.CrossEntropyLoss(label_smoothing=train_cfg.label_smoothing)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and train_cfg.amp and not torch.cuda.is_bf16_supported())
     status = "FAILED"

@@ -17,6 +17,7 @@ __all__ = [
     "MNR_CACHE_DIR",
     "MNR_CHECKPOINT_DIR",
     "MLFLOW_TRACKING_URI",
+    "MNR_HEARTBEAT_SECONDS",
     "DEFAULT_TRACKING_URI",
     "all_vars",
 ]
@@ -66,6 +67,12 @@ MLFLOW_TRACKING_URI = EnvVar(
     DEFAULT_TRACKING_URI,
     "MLflow tracking store; a server URL for shared tracking (MLflow's own variable).",
 )
+MNR_HEARTBEAT_SECONDS = EnvVar(
+    "MNR_HEARTBEAT_SECONDS",
+    "60",
+    "How often a tuning worker on an RDB study (--storage postgresql://...) records that its trial "
+    "is alive; a trial silent for twice this long is failed and retried by another worker.",
+)
 
 
 def data_dir() -> Path:
@@ -80,4 +87,4 @@ def cache_dir() -> Path:
 
 def all_vars() -> list[EnvVar]:
     """Every variable above, for documentation."""
-    return [MNR_HOME, MNR_DATA_DIR, MNR_CACHE_DIR, MNR_CHECKPOINT_DIR, MLFLOW_TRACKING_URI]
+    return [MNR_HOME, MNR_DATA_DIR, MNR_CACHE_DIR, MNR_CHECKPOINT_DIR, MLFLOW_TRACKING_URI, MNR_HEARTBEAT_SECONDS]

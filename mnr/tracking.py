@@ -39,13 +39,18 @@ __all__ = [
     "create_run",
     "end_run",
     "experiment_id",
+    "find_runs",
+    "get_run",
     "git_commit",
     "log_dataset",
     "log_artifact",
     "log_metrics",
     "log_params",
+    "log_new_params",
     "log_pytorch_model",
     "log_text",
+    "set_run_status",
+    "set_tags",
     "tracking_uri",
 ]
 
@@ -225,7 +230,7 @@ def log_params(run_id: str, config: ExperimentConfig) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.yaml"
         path.write_text(to_yaml(config))
-        mlflow_client.log_artifact(run_id, str(path))
+        log_artifact(run_id, path)  # an unwritable artifact store is a clear error, before training
 
 
 def log_dataset(run_id: str, *, name: str, digest: str, source: str, context: str = "training") -> None:
@@ -253,6 +258,26 @@ class MlflowLogger(Callback):
     def on_fit_start(self, ctx: FitContext) -> None:
         if ctx.is_main and self.extra_tags:
             self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in self.extra_tags.items()])
+        if ctx.is_main and ctx.history:
+            self._log_missing_epochs(ctx.history)
+
+    def _log_missing_epochs(self, history: list[dict[str, float]]) -> None:
+        """On resume, log the checkpointed epochs whose metrics a killed process never sent.
+
+        Epoch metrics go out asynchronously, so a SIGKILL right after a checkpoint can lose the
+        last epoch's; the checkpoint's history still has them.
+        """
+        now = int(time.time() * 1000)
+        missing = []
+        for key in sorted({key for epoch in history for key in epoch if key != "epoch"}):
+            logged = {m.step for m in self._client.get_metric_history(self.run_id, key)}
+            missing += [
+                Metric(key, float(epoch[key]), now, step)
+                for step, epoch in enumerate(history, start=1)
+                if key in epoch and step not in logged
+            ]
+        for start in range(0, len(missing), 1000):  # MLflow's per-batch limit
+            self._client.log_batch(self.run_id, metrics=missing[start : start + 1000])
 
     def on_epoch_end(self, ctx: FitContext, metrics: dict[str, float]) -> None:
         if not ctx.is_main:
@@ -290,3 +315,60 @@ def log_text(run_id: str, text: str, artifact_file: str) -> None:
         path.write_text(text)
         parent = str(Path(artifact_file).parent)
         log_artifact(run_id, path, artifact_path=None if parent == "." else parent)
+
+
+def get_run(run_id: str) -> Any | None:
+    """The run with this id, or None when the store has no such run (or it is deleted)."""
+    try:
+        run = client().get_run(run_id)
+    except MlflowException:
+        return None
+    return None if run.info.lifecycle_stage == "deleted" else run
+
+
+def find_runs(*, experiment: str, tags: dict[str, str], max_results: int = 100) -> list[Any]:
+    """Active runs of `experiment` that carry all of `tags`, newest first (none if no experiment)."""
+    found = client().get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    quoted = [f"tags.`{key}` = '{value.replace(chr(39), chr(39) * 2)}'" for key, value in tags.items()]
+    return list(
+        client().search_runs(
+            [found.experiment_id], " and ".join(quoted), max_results=max_results, order_by=["attributes.start_time DESC"]
+        )
+    )
+
+
+def set_tags(run_id: str, tags: dict[str, Any]) -> None:
+    """Set several tags on a run in one call (values become strings)."""
+    client().log_batch(run_id, tags=[RunTag(key, str(value)[:8000]) for key, value in tags.items()])
+
+
+def log_new_params(run_id: str, params: dict[str, Any]) -> list[str]:
+    """Log the params a run lacks; return the keys it already has with another value.
+
+    MLflow params are immutable, so a changed value cannot be written; the caller decides what
+    to do about it (e.g. also keep the current value in a tag).
+    """
+    for attempt in range(3):
+        existing = client().get_run(run_id).data.params
+        new = [Param(key, str(value)[:6000]) for key, value in params.items() if key not in existing]
+        try:
+            for start in range(0, len(new), 100):
+                client().log_batch(run_id, params=new[start : start + 100])
+            break
+        except MlflowException:
+            if attempt == 2:
+                raise
+            time.sleep(0.2)  # another process logged some of them just now: look again
+    existing = client().get_run(run_id).data.params
+    return [key for key, value in params.items() if existing.get(key, str(value)[:6000]) != str(value)[:6000]]
+
+
+def set_run_status(run_id: str, status: str) -> None:
+    """Set a run's status without flushing: RUNNING reopens it (a resumed study's parent run);
+    FINISHED, KILLED or FAILED re-marks a run that `end_run` has already ended and flushed."""
+    if status == "RUNNING":
+        client().update_run(run_id, status="RUNNING")
+    else:
+        client().set_terminated(run_id, status=status)

@@ -197,8 +197,12 @@ def run_training(
             tracking.client().update_run(run_id, status="RUNNING")
             for key, value in tags.items():
                 tracking.client().set_tag(run_id, key, value)
-        tracking.log_params(run_id, config)
-        tracking.log_dataset(run_id, name=f"{data.paths.train.parent.name}/{data.paths.train.name}", digest=data.digest, source=str(data.paths.train))
+        try:
+            tracking.log_params(run_id, config)
+            tracking.log_dataset(run_id, name=f"{data.paths.train.parent.name}/{data.paths.train.name}", digest=data.digest, source=str(data.paths.train))
+        except BaseException as exc:  # e.g. an unwritable artifact store: the run must not stay RUNNING
+            tracking.end_run(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
     if dist.is_initialized():  # every rank learns rank 0's run id, for the checkpoint folder
         shared = [run_id]
         dist.broadcast_object_list(shared, src=0)
@@ -268,10 +272,18 @@ def _keep_last_checkpoint(run_id: str, checkpoint_dir: Path | None) -> None:
 
 
 def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str, checkpoint: ModelCheckpoint | None) -> str:
-    """Log the final model: the raw torch module, and the image-taking pyfunc predictor."""
+    """Log the final model: the image-taking pyfunc predictor, and the raw torch module.
+
+    `model` holds the best weights. The predictor (`mnr.serving`) is what `tracking.register`
+    registers and what `mnr predict` and `mlflow models serve` load; the raw module stays for
+    `mlflow.pytorch.load_model`, and its URI is returned. The predictor is logged first so that
+    the run's newest logged model is the raw module, as before.
+    """
+    from mnr import serving
+    from mnr.config import to_dict
+
     height, width = config.data.input_size
     example = np.zeros((2, 3, height, width), dtype=np.float32)  # batch 1 would pin the exported batch size
     model.eval()
-    return tracking.log_pytorch_model(
-        model, run_id=run_id, input_example=example, registered_name=config.tracking.register
-    )
+    serving.log_predictor(model, config=to_dict(config), run_id=run_id, registered_name=config.tracking.register)
+    return tracking.log_pytorch_model(model, run_id=run_id, input_example=example)

@@ -35,10 +35,12 @@ def to_model_input(
     std_t = torch.tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     mean_t = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     scale = 1.0 / (255.0 * std_t)
-    x = torch.addcmul(-mean_t / std_t, batch.to(torch.float32), scale)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    # One copy converts to float and, if asked, to channels_last; the multiply-add then runs in
+    # place. Same values as an out-of-place addcmul and a layout copy, 2-3x faster on a CPU
+    # (benchmarks/speed.py, lever "batch gather + float conversion").
+    layout = torch.channels_last if channels_last else torch.preserve_format
+    x = batch.to(torch.float32, memory_format=layout, copy=True)
+    return torch.addcmul(-mean_t / std_t, x, scale, out=x)
 
 
 def _band_masks(

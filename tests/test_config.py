@@ -23,7 +23,7 @@ from mnr.models import list_models
 def test_baseline_yaml_reproduces_the_seed() -> None:
     config = resolve_config(model="baseline_cnn")
     assert config.model.name == "baseline_cnn"
-    assert (config.optim.name, config.optim.lr, config.optim.momentum) == ("sgd", 0.005, 0.0)
+    assert (config.optim.name, config.optim.lr, config.optim.momentum) == ("sgd", 0.005, 0.9)
     assert (config.train.batch_size, config.train.epochs, config.train.label_smoothing) == (64, 45, 0.0)
     assert config.train.augment.enabled is False and config.scheduler.name == "none"
 

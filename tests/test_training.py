@@ -66,7 +66,7 @@ def test_train_tracks_everything_in_one_run(synth_root: Path) -> None:
     assert result.status == "FINISHED"
     run = mlflow.MlflowClient().get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["optim.lr"] == "0.005" and run.data.params["model.name"] == "bn_cnn"
+    assert run.data.params["optim.lr"] == str(config.optim.lr) and run.data.params["model.name"] == "bn_cnn"
     assert run.data.tags["model"] == "bn_cnn" and len(run.data.tags["data.digest"]) == 16
     client = mlflow.MlflowClient()
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "epoch_seconds", "images_per_second"):

@@ -9,6 +9,7 @@ three `mnr tune` workers started together) generate it once.
 from __future__ import annotations
 
 import fcntl
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def resolve_data(path: str | Path | None, *, progress: bool = True) -> DataPaths
     if (root / "train").is_dir():
         test, truth = root / "test", root / "test_truth.txt"
         has_test = test.is_dir() and truth.is_file()
+        real_root = os.path.realpath(root)
+        if has_test and not os.path.realpath(truth).startswith(real_root + os.sep):
+            raise MnrError(f"{truth} is a link that points outside the dataset; copy the real file into {root}")
         return DataPaths(
             train=root / "train",
             test=test if has_test else None,

@@ -147,6 +147,9 @@ def parse_truth(path: Path) -> tuple[list[tuple[str, int, int]], list[Problem]]:
                 Problem(shown, f"{name!r} points outside the data folder; list names relative to it", number)
             )
             continue
+        if any(ord(char) < 32 or ord(char) == 127 for char in name):  # a NUL would crash os calls
+            problems.append(Problem(shown, f"{name!r} contains a control character; list plain file names", number))
+            continue
         if name in first_line:
             problems.append(
                 Problem(shown, f"duplicate filename {name!r} (first listed on line {first_line[name]})", number)
@@ -191,6 +194,10 @@ def scan_folder(root: str | os.PathLike, *, truth: str | os.PathLike | None = No
         return image_set
     if not truth_path.is_file():
         raise MnrError(f"{truth_path}: truth file not found")
+    if truth is None and not _inside(root_real, truth_path):  # never read (and echo) a file elsewhere
+        raise MnrError(
+            f"{truth_path} is a link that points outside the data folder; copy the real file into {root}"
+        )
 
     entries, problems = parse_truth(truth_path)
     shown = str(truth_path)
@@ -202,7 +209,12 @@ def scan_folder(root: str | os.PathLike, *, truth: str | os.PathLike | None = No
         if not _inside(root_real, candidate):
             problems.append(Problem(shown, f"{name!r} is a link that points outside the data folder", number))
             continue
-        if not candidate.is_file():
+        try:
+            found = candidate.is_file()
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            problems.append(Problem(shown, f"listed file {name[:80]!r} cannot be looked up ({exc.strerror})", number))
+            continue
+        if not found:
             problems.append(Problem(shown, f"listed file {name!r} is missing from {root}", number))
             continue
         filenames.append(name)

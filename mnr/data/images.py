@@ -71,7 +71,7 @@ def _open_checked(source: str | os.PathLike | bytes, name: str) -> Image.Image:
         raise MnrError(f"{name}: {size / 1e6:.0f} MB is too large for a spectrogram PNG")
     if head[:8] != _PNG_MAGIC:
         raise MnrError(f"{name}: not a PNG file (wrong signature); convert it or remove it")
-    if head[12:16] == b"IHDR":  # the first chunk of every PNG: check the size it claims
+    if head[12:16] == b"IHDR" and len(head) >= 24:  # the first chunk of every PNG: its claimed size
         claimed_width, claimed_height = struct.unpack(">II", head[16:24])
         if claimed_width * claimed_height > MAX_PIXELS:
             raise MnrError(

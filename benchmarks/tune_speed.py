@@ -1,0 +1,164 @@
+"""How long `mnr tune` takes for a full study on this machine, and how good its best trial is.
+
+Runs `python -m mnr tune --model MODEL --trials N` as a subprocess in a fresh temporary working
+directory (fresh study, fresh MLflow sqlite store) on the built-in dataset, then reads the study
+back and reports wall time, CPU time, trial states, epochs trained and the best value and params.
+The built-in dataset and its decode cache are prepared first and timed apart: they are paid once
+per machine, not per study. The load average is recorded too, since a shared machine's numbers
+mean little without it.
+
+    python benchmarks/tune_speed.py                       # 30 trials of baseline_cnn
+    python benchmarks/tune_speed.py --trials 10 -- --pruner hyperband --epochs 4
+
+Writes benchmarks/results/tune_speed.json and prints (and writes) a Markdown table row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def prepare(model: str) -> float:
+    """Generate the built-in dataset and fill the decode cache (once per machine); seconds taken."""
+    sys.path.insert(0, str(REPO))
+    from mnr.config import resolve_config
+    from mnr.training import load_data
+
+    started = time.perf_counter()
+    load_data(resolve_config(model=model), progress=False)
+    return time.perf_counter() - started
+
+
+def run_study(model: str, trials: int, extra: list[str], workdir: Path) -> dict:
+    """Run the study as a user would; return timings and what the study holds afterwards."""
+    import optuna
+
+    study_name = f"bench-{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    command = [
+        sys.executable,
+        "-m",
+        "mnr",
+        "tune",
+        "--model",
+        model,
+        "--trials",
+        str(trials),
+        "--study-name",
+        study_name,
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        ),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+        "MNR_CHECKPOINT_DIR": str(workdir / "checkpoints"),
+    }
+    env.pop("MLFLOW_RUN_ID", None)
+    load_before = os.getloadavg()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_after = os.getloadavg()
+    (workdir / "tune.log").write_text(completed.stdout + completed.stderr)
+    if completed.returncode not in (0, 1):  # 1: no trial completed, still a result
+        sys.stderr.write(completed.stdout[-4000:] + completed.stderr[-4000:])
+        raise SystemExit(f"mnr tune failed with exit code {completed.returncode}")
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(workdir / f"{study_name}.journal"))
+    )
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    states: dict[str, int] = {}
+    for trial in study.trials:
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = study.best_trial if complete else None
+    durations = [t.duration.total_seconds() for t in study.trials if t.duration is not None]
+    return {
+        "command": " ".join(command[1:]),
+        "study": study_name,
+        "exit_code": completed.returncode,
+        "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(
+            (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime),
+            1,
+        ),
+        "trials": len(study.trials),
+        "complete": states.get("COMPLETE", 0),
+        "pruned": states.get("PRUNED", 0),
+        "failed": states.get("FAIL", 0),
+        "epochs_trained": sum(len(t.intermediate_values) for t in study.trials),
+        "trial_seconds_total": round(sum(durations), 1),
+        "trial_seconds_mean": round(sum(durations) / len(durations), 1) if durations else None,
+        "best_value": best.value if best else None,
+        "best_trial": best.number if best else None,
+        "best_params": best.params if best else None,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="baseline_cnn")
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary working directory.")
+    parser.add_argument("extra", nargs="*", help="More `mnr tune` options, after --.")
+    args = parser.parse_args()
+
+    prepare_seconds = prepare(args.model)
+    workdir = Path(tempfile.mkdtemp(prefix="mnr-tune-speed-"))
+    try:
+        result = run_study(args.model, args.trials, args.extra, workdir)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result.update(
+        model=args.model,
+        prepare_seconds=round(prepare_seconds, 1),
+        cores=os.cpu_count(),
+        machine=f"{platform.machine()} {platform.processor() or platform.system()}",
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        workdir=str(workdir) if args.keep else None,
+    )
+    best = f"{result['best_value']:.4f}" if result["best_value"] is not None else "-"
+    params = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in (result["best_params"] or {}).items()
+    )
+    result["markdown"] = (
+        f"| {args.model} | {result['trials']} | {result['wall_seconds'] / 60:.1f} min | {result['cpu_seconds'] / 60:.1f} min | "
+        f"{result['complete']}/{result['pruned']}/{result['failed']} | {result['epochs_trained']} | {best} | {params} | "
+        f"{result['cores']} cores, load {result['load_average_before'][0]:.1f}->{result['load_average_after'][0]:.1f} |"
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "tune_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    header = (
+        "| model | trials | wall | CPU | complete/pruned/failed | epochs trained | best val_acc | best params | machine |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
+    (RESULTS / "tune_speed.md").write_text(header + "\n" + result["markdown"] + "\n")
+    print(header)
+    print(result["markdown"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The served model: an MLflow pyfunc "predictor" that takes images and names piano keys.
+
+It is logged as code (MLflow's "models from code"): `log_predictor` passes *this file* as
+`python_model`, and MLflow runs it again wherever the model is loaded, where the last line hands
+a `PianoKeyModel` to `mlflow.models.set_model`. Nothing is pickled: the one artifact is a
+checkpoint of weights and config, read with `weights_only=True`, from which `load_context`
+rebuilds the network by name through the model registry (`mnr.predict.Predictor`). Loading
+therefore needs mnr installed (``--env-manager local``, or mnr in the serving image).
+
+Inputs are a DataFrame column ``image`` (file paths, PNG bytes, base64 strings of PNG bytes, or
+uint8 arrays); the answer has one row per image: label, midi, note, probability and the top-k
+columns, `top_k` being a parameter (default 3). A served request sends base64, for example::
+
+    curl -s http://127.0.0.1:5000/invocations -H 'Content-Type: application/json' \\
+      -d '{"dataframe_split": {"columns": ["image"], "data": [["'$(base64 -w0 note.png)'"]]},
+           "params": {"top_k": 3}}'
+
+In the scoring server, file paths are refused: a client must not make the server open files.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+__all__ = ["DEFAULT_TOP_K", "PREDICTOR_NAME", "PianoKeyModel", "log_predictor", "predictor_signature"]
+
+PREDICTOR_NAME = "predictor"  # the logged model's name in its run, beside the raw torch "model"
+DEFAULT_TOP_K = 3
+_SERVING_FLAG = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"  # set by MLflow's scoring server
+
+
+class PianoKeyModel(PythonModel):
+    """The pyfunc: `load_context` rebuilds the predictor, `predict` runs it on a batch of images."""
+
+    def load_context(self, context: Any) -> None:
+        from mnr.predict import Predictor
+
+        self.predictor = Predictor.from_checkpoint(
+            context.artifacts["checkpoint"], model_module=context.artifacts.get("model_module")
+        )
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """One answer row per input image; a bad image fails the request with its reason (400).
+
+        MLflow has already checked `model_input` against the signature and made it a DataFrame.
+        The annotation is one MLflow derives no schema from, so the explicit signature stands.
+        """
+        from mlflow.exceptions import MlflowException
+
+        from mnr.errors import MnrError
+
+        top_k = (params or {}).get("top_k", DEFAULT_TOP_K)
+        serving = os.environ.get(_SERVING_FLAG, "").lower() == "true"
+        try:
+            return self.predictor.predict(model_input, top_k=top_k, allow_paths=not serving)
+        except MnrError as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+
+
+def predictor_signature(top_k: int = DEFAULT_TOP_K) -> Any:
+    """Input: a string column ``image``; output: the answer columns; param: ``top_k``."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+    outputs = [
+        ColSpec(DataType.long, "label"),
+        ColSpec(DataType.long, "midi"),
+        ColSpec(DataType.string, "note"),
+        ColSpec(DataType.double, "probability"),
+    ]
+    for rank in range(1, top_k + 1):
+        outputs += [
+            ColSpec(DataType.long, f"top{rank}_label"),
+            ColSpec(DataType.string, f"top{rank}_note"),
+            ColSpec(DataType.double, f"top{rank}_probability"),
+        ]
+    return ModelSignature(
+        inputs=Schema([ColSpec(DataType.string, "image")]),
+        outputs=Schema(outputs),
+        params=ParamSchema([ParamSpec("top_k", DataType.long, top_k)]),
+    )
+
+
+def log_predictor(
+    model: Any,
+    *,
+    config: dict[str, Any],
+    run_id: str,
+    registered_name: str | None = None,
+) -> str:
+    """Log the predictor for `model` (its trained weights) to run `run_id`; return its URI.
+
+    The checkpoint artifact holds only what prediction needs (weights, model name, input config,
+    experiment config), not the optimizer state. A model from a user's ``.py`` file carries a
+    copy of that file, so the predictor loads on machines where the original path does not exist.
+    The input example is a base64 PNG, so MLflow's check of the example at logging time proves
+    the served request format works. Requirements are explicit: inferring them would import the
+    model in a subprocess and cost seconds.
+    """
+    import numpy as np
+    import torch
+
+    from mnr import tracking
+    from mnr.data.images import png_bytes
+
+    input_config = model.input_config
+    height, width = input_config.input_size
+    state = {
+        "format": "mnr-checkpoint-1",
+        "model_name": getattr(model, "model_name", type(model).__name__),
+        "input_config": input_config.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": config,
+        "run_id": run_id,
+    }
+    example = pd.DataFrame(
+        {"image": [base64.b64encode(png_bytes(np.zeros((height, width, 3), dtype=np.uint8))).decode()]}
+    )
+    module = (config.get("model") or {}).get("module")
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "checkpoint.pt"
+        torch.save(state, checkpoint)
+        artifacts = {"checkpoint": str(checkpoint)}
+        if module and str(module).endswith(".py") and Path(module).expanduser().is_file():
+            artifacts["model_module"] = str(Path(module).expanduser())
+        active = mlflow.active_run()
+        started = active is None or active.info.run_id != run_id
+        if started:
+            mlflow.start_run(run_id=run_id)
+        try:
+            info = mlflow.pyfunc.log_model(
+                name=PREDICTOR_NAME,
+                python_model=str(Path(__file__).resolve()),
+                artifacts=artifacts,
+                signature=predictor_signature(),
+                input_example=example,
+                pip_requirements=tracking.requirements(),
+                registered_model_name=registered_name,
+            )
+        finally:
+            if started:
+                tracking._detach_fluent_run()
+    return info.model_uri
+
+
+mlflow.models.set_model(PianoKeyModel())
