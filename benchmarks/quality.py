@@ -52,7 +52,15 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch {torch.__version__}"
+        _write(rows, readme=not args.no_readme)  # each finished model is recorded at once
+
+
+def _write(rows: list[dict], *, readme: bool) -> None:
+    """Write the JSON and (unless told not to) the README table; called after every model."""
+    machine = (
+        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f} when written (wall times are inflated by other jobs on the machine)"
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "quality.json").write_text(json.dumps({"machine": machine, "date": str(date.today()), "rows": rows}, indent=2) + "\n")
     table = [
@@ -68,7 +76,7 @@ def main() -> None:
             f"| {row['test_accuracy']:.2%} | {row['test_semitone_mae']:.3f} | {row['test_within_one_key']:.2%} |"
         )
     print("\n".join(table))
-    if not args.no_readme:
+    if readme:
         from readme import write_section
 
         write_section("quality", "\n".join(table), heading="Held-out quality")
