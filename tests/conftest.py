@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private working directory, MNR_HOME, checkpoint folder and MLflow store per test."""
     work = tmp_path / "work"
     work.mkdir()
@@ -21,7 +22,10 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MNR_DATA_DIR", raising=False)
     monkeypatch.delenv("MNR_CACHE_DIR", raising=False)
-    return work
+    yield work
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # configure_tracking sets a process-wide URI; don't leak it
 
 
 def write_png(path: Path, *, mode: str = "RGBA", size: tuple[int, int] = (52, 40), seed: int = 0) -> Path:

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from mnr.cli import main
-from mnr.config import AugmentConfig, resolve_config
+from mnr.config import DEFAULT_INPUT_SIZE, AugmentConfig, resolve_config
 from mnr.engine import Callback, DivergedError, make_optimizer, make_scheduler
 from mnr.errors import MnrError
 from mnr.models import create_model
@@ -196,7 +196,7 @@ def test_mlflow_run_project_end_to_end(synth_root: Path, isolated: Path) -> None
     assert {"checkpoints", "confusion_matrix.png", "config.yaml"} <= artifacts
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     module = mlflow.pytorch.load_model(f"models:/{models[0].model_id}")
-    assert tuple(module(torch.zeros(2, 3, 128, 128)).shape) == (2, 88)
+    assert tuple(module(torch.zeros(2, 3, *DEFAULT_INPUT_SIZE)).shape) == (2, 88)
     assert np.isfinite(run.data.metrics["test_accuracy"])
 
 
