@@ -131,11 +131,7 @@ def log_predictor(
         artifacts = {"checkpoint": str(checkpoint)}
         if module and str(module).endswith(".py") and Path(module).expanduser().is_file():
             artifacts["model_module"] = str(Path(module).expanduser())
-        active = mlflow.active_run()
-        started = active is None or active.info.run_id != run_id
-        if started:
-            mlflow.start_run(run_id=run_id)
-        try:
+        with tracking.fluent_run(run_id):
             info = mlflow.pyfunc.log_model(
                 name=PREDICTOR_NAME,
                 python_model=str(Path(__file__).resolve()),
@@ -145,9 +141,6 @@ def log_predictor(
                 pip_requirements=tracking.requirements(),
                 registered_model_name=registered_name,
             )
-        finally:
-            if started:
-                tracking._detach_fluent_run()
     return info.model_uri
 
 

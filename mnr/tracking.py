@@ -18,6 +18,8 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -49,6 +51,7 @@ __all__ = [
     "log_new_params",
     "log_pytorch_model",
     "log_text",
+    "fluent_run",
     "set_run_status",
     "set_tags",
     "tracking_uri",
@@ -159,7 +162,8 @@ def log_pytorch_model(model: Any, *, run_id: str, input_example: Any, registered
 
     MLflow's model logging only knows the fluent active run, so the run is entered here, in the
     calling thread, and left without changing its status. The format is MLflow's "pt2"
-    (torch.export): unlike "pickle" it runs no code from the file when loaded. Requirements are
+    (torch.export) rather than "pickle", whose loading runs code from the file (docs/safety.md
+    has the details and the one caveat of pt2). Requirements are
     given rather than inferred: inference imports the model in a subprocess and costs seconds.
     Returns the model URI.
     """
@@ -170,11 +174,7 @@ def log_pytorch_model(model: Any, *, run_id: str, input_example: Any, registered
     with torch.inference_mode():
         output = model(torch.from_numpy(input_example)).numpy()
     signature = infer_signature(input_example, output)
-    active = mlflow.active_run()
-    started = active is None or active.info.run_id != run_id
-    if started:
-        mlflow.start_run(run_id=run_id)
-    try:
+    with fluent_run(run_id):
         info = mlflow.pytorch.log_model(
             model,
             name="model",
@@ -184,10 +184,22 @@ def log_pytorch_model(model: Any, *, run_id: str, input_example: Any, registered
             input_example=input_example,
             registered_model_name=registered_name,
         )
+    return info.model_uri
+
+
+@contextmanager
+def fluent_run(run_id: str) -> Iterator[None]:
+    """Make `run_id` MLflow's fluent active run in this thread for the block, then leave it
+    without changing its status (model logging only knows the fluent run)."""
+    active = mlflow.active_run()
+    started = active is None or active.info.run_id != run_id
+    if started:
+        mlflow.start_run(run_id=run_id)
+    try:
+        yield
     finally:
         if started:
             _detach_fluent_run()
-    return info.model_uri
 
 
 def requirements() -> list[str]:
