@@ -256,7 +256,7 @@ def run_training(
             if status != "FINISHED":
                 _keep_last_checkpoint(run_id, checkpoint_dir)
             tracking.end_run(run_id, status)
-            if status == "KILLED":
+            if status == "KILLED" and checkpoint_dir is not None:  # trials keep no checkpoints
                 print(f"mnr: run {run_id} marked KILLED; resume with: mnr train --resume {run_id}", file=sys.stderr)
     return result
 
