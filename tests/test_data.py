@@ -129,6 +129,20 @@ def test_every_png_mode_becomes_three_channel_uint8(tmp_path: Path, mode: str) -
     assert resized.shape == (3, 16, 24)
 
 
+def test_resize_keeps_one_mel_band_per_row_and_averages_time(tmp_path: Path) -> None:
+    """A Kaggle-shaped render (128 bands stretched to 394 rows) comes back band for band at 128
+    rows, not blended with its neighbours; along time the columns are averaged."""
+    rng = np.random.default_rng(0)
+    bands = rng.integers(0, 256, size=(128, 3), dtype=np.uint8)
+    band_of_row = np.arange(394) * 128 // 394  # nearest-neighbour stretch, as the synthesiser draws
+    rgb = np.repeat(bands[band_of_row][:, None, :], 520, axis=1)
+    rgb[:, ::2] = rgb[:, ::2] // 2  # alternate columns darker: time must be averaged, not sampled
+    Image.fromarray(rgb, "RGB").save(tmp_path / "render.png")
+    array = decode_png(tmp_path / "render.png", size=(128, 16))
+    expected = (bands.astype(int) + bands // 2) / 2  # the mean of a full and a halved column
+    assert np.abs(array.transpose(1, 2, 0) - expected[:, None, :]).max() <= 1
+
+
 def test_rgba_alpha_is_dropped_not_composited(tmp_path: Path) -> None:
     rgba = np.zeros((4, 4, 4), dtype=np.uint8)
     rgba[..., 0] = 200

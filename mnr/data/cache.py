@@ -34,7 +34,7 @@ from mnr.errors import MnrError
 
 __all__ = ["CACHE_VERSION", "DecodedImages", "cache_key", "decode_images", "load_images", "map_images"]
 
-CACHE_VERSION = 1  # bump when decode_png's output changes, to invalidate every old cache
+CACHE_VERSION = 2  # bump when decode_png's output changes, to invalidate every old cache
 _CHUNK = 32  # images per worker task: amortises inter-process transfer
 
 

@@ -6,9 +6,16 @@ the preprocessing used in training.
 
 The Kaggle images are 520 x 394 RGBA renders of a 128-band mel spectrogram. Any PNG mode becomes
 3-channel uint8: the alpha channel is dropped (not composited: the renders are opaque), grayscale
-and palette images are expanded, and 16-bit samples are scaled to 8 bits. An image of another size
-is resized with Pillow's antialiased bilinear filter, the same filter torchvision's `Resize` uses
-on PIL images, so a notebook pipeline and mnr see the same pixels.
+and palette images are expanded, and 16-bit samples are scaled to 8 bits.
+
+An image of another size is resized one axis at a time, because the two axes of a spectrogram are
+not alike. Time (width) is averaged with Pillow's antialiased bilinear filter: a held note's pitch
+does not change along time, so averaging frames keeps it and smooths the noise. Frequency (height)
+is sampled by nearest neighbour: a render stretches each mel band over ~3.1 rows, and sampling the
+middle of each output row's span keeps one band per row, where averaging rows (what torchvision's
+`Resize` does to both axes) mixes neighbouring bands, which the lowest keys cannot afford. Measured
+on the built-in test split at 128 x 16: bn_cnn 98.2 % with bilinear on both axes, 99.8 % with this
+(docs/data.md).
 """
 
 from __future__ import annotations
@@ -130,6 +137,16 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+def _resize_spectrogram(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize an RGB image to `size` = (H, W): time averaged, frequency sampled (module doc)."""
+    height, width = size
+    if image.width != width:  # first, while the image is tall: the costly axis shrinks first
+        image = image.resize((width, image.height), Image.Resampling.BILINEAR)
+    if image.height != height:
+        image = image.resize((width, height), Image.Resampling.NEAREST)
+    return image
+
+
 def decode_png(
     source: str | os.PathLike | bytes,
     *,
@@ -149,10 +166,9 @@ def decode_png(
                 # Resize in Pillow before any numpy copy: the same pixels (RGBA -> RGB drops
                 # alpha in both paths), ~28 % less decode CPU per image (benchmarks/predict_speed.py).
                 rgb = image if image.mode == "RGB" else image.convert("RGB")
-                resized = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             else:  # 16/32-bit samples are scaled to 8 bits first
-                resized = Image.fromarray(to_rgb_array(image)).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(resized, dtype=np.uint8)
+                rgb = Image.fromarray(to_rgb_array(image))
+            array = np.asarray(_resize_spectrogram(rgb, size), dtype=np.uint8)
         else:
             array = to_rgb_array(image)
     return np.ascontiguousarray(array.transpose(2, 0, 1))
