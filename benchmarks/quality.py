@@ -57,10 +57,14 @@ def main() -> None:
 
 def _write(rows: list[dict], *, readme: bool) -> None:
     """Write the JSON and (unless told not to) the README table; called after every model."""
+    load = os.getloadavg()[0]
     machine = (
         f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"load average {os.getloadavg()[0]:.1f} when written (wall times are inflated by other jobs on the machine)"
+        f"load average {load:.1f} when written"
     )
+    if load > (os.cpu_count() or 1) + 0.5:  # more runnable work than cores: someone else was running
+        machine += " (other jobs shared the machine: wall times are inflated)"
+
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "quality.json").write_text(json.dumps({"machine": machine, "date": str(date.today()), "rows": rows}, indent=2) + "\n")
     table = [
