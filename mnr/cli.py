@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from mnr.config import DEFAULT_TUNE_EPOCHS
 from mnr.errors import MnrError
 
 # MLflow's telemetry thread can race the environment reads of torchrun ranks (a KeyError on
@@ -377,7 +378,7 @@ def tune_cmd(model, config_file, model_module, data, epochs, seed, experiment, o
 
 for _param in tune_cmd.params:  # the shared options mean something slightly different when tuning
     if _param.name == "epochs":
-        _param.help = ("Epochs per trial (default: the config's train.epochs, at most 4); "
+        _param.help = (f"Epochs per trial (default: the config's train.epochs, at most {DEFAULT_TUNE_EPOCHS}); "
                        "--register retrains for the config's full train.epochs.")
     elif _param.name == "seed":
         _param.help = "Seed for training and for the sampler (trial N draws the same values in any process)."

@@ -63,7 +63,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from mnr import settings, tracking
-from mnr.config import ExperimentConfig, from_dict, to_dict
+from mnr.config import DEFAULT_TUNE_EPOCHS, ExperimentConfig, from_dict, to_dict
 from mnr.data import TrainingData
 from mnr.engine import Callback, DivergedError, FitContext
 from mnr.errors import MnrError
@@ -85,9 +85,6 @@ __all__ = [
     "tune",
 ]
 
-# Epochs per trial. Enough to rank learning rates and batch sizes (a good baseline_cnn config
-# leaves chance level after 2-3 epochs), short enough for a 30-trial study on a laptop's CPU.
-DEFAULT_TUNE_EPOCHS = 4
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the study's MLflow parent run
 RUN_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow run
 WORKER_ATTR = "mnr.worker"  # trial user attr: "host:pid" of the process running it
