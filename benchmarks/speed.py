@@ -1677,7 +1677,49 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": False,
                 }
             )
+        memory = next((r["memory"] for r in tta["warm"].values() if r.get("memory")), None)
+        if memory:
+            ratio = memory["dataset_bytes"] / memory["expected_uint8_bytes"]
+            out.append(
+                {
+                    "goal": "cached dataset in RAM vs N x 3 x H x W bytes",
+                    "measured": f"{memory['dataset_bytes'] / 2**20:.1f} MiB = {ratio:.2f}x ({', '.join(memory['dtypes'])}; "
+                    f"a float32 copy would be {memory['float32_copy_would_be_bytes'] / 2**20:.1f} MiB); "
+                    f"training peak RSS {memory['peak_rss_bytes'] / 2**20:.0f} MiB",
+                    "target": "about 1x",
+                    "met": ratio <= 1.05,
+                }
+            )
     return out
+
+
+def readme_markdown(results: dict[str, Any]) -> str:
+    """The README's speed section: how it was made, on what, and the goals table."""
+    machine = results["machine"]
+    loads = results.get("load_average_start", []), results.get("load_average_end", [])
+    lines = [
+        f"Measured by `python3 benchmarks/speed.py` ({results.get('wall_seconds', 0) / 60:.0f} min) on "
+        f"{machine['cpu_model']} ({machine['cores']} cores, torch {machine['torch']}, CPU only), "
+        f"load average {loads[0][0] if loads[0] else '?'} at the start and {loads[1][0] if loads[1] else '?'} "
+        "at the end; every figure, the levers tried and the profiles are in "
+        "[benchmarks/results/speed.md](benchmarks/results/speed.md).",
+        "",
+        "| goal | measured | target | met |",
+        "|---|---|---|---|",
+    ]
+    for g in results.get("goals", []):
+        lines.append(f"| {g['goal']} | {g['measured']} | {g['target']} | {'yes' if g['met'] else 'no'} |")
+    predict = results.get("predict")
+    if predict:
+        rates = ", ".join(
+            f"{name} {m['images_per_second_with_decode']:.0f}" for name, m in predict["models"].items()
+        )
+        lines += [
+            "",
+            f"Prediction from PNG files, decode included ({predict['images']} images, "
+            f"{predict['decode_workers']} decode processes), images/s: {rates}.",
+        ]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1779,6 +1821,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results["matmul_all"].append(matmul_gflops()["best"])
     save()
+    if not quick and not args.only and not args.out:  # a full run on the real results: show it
+        from readme import write_section
+
+        write_section("speed", readme_markdown(results), heading="Speed")
     log(f"wrote {json_path} and {stem}.md in {results['wall_seconds'] / 60:.1f} min")
     for g in results["goals"]:
         log(
