@@ -60,7 +60,7 @@ def trained(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Train
         config = resolve_config(
             model="bn_cnn",
             options={"data.path": str(synth_root), "train.epochs": 3, "train.batch_size": 8},
-            overrides=["data.input_size=[32,32]", "train.eval_batch_size=64", "tracking.log_model=true",
+            overrides=["train.eval_batch_size=64", "tracking.log_model=true",  # default 128x16 input
                        f"tracking.register={NAME}", "optim.lr=0.02"],
         )
         result = run_training(config, progress=False)
@@ -224,7 +224,7 @@ def test_predictor_from_a_checkpoint_equals_the_registered_one(store: Trained) -
 
 def test_raw_torch_model_is_kept_and_is_not_a_predictor(store: Trained) -> None:
     module = mlflow.pytorch.load_model(f"runs:/{store.run_id}/model")
-    assert tuple(module(torch.zeros(2, 3, 32, 32)).shape) == (2, 88)
+    assert tuple(module(torch.zeros(2, 3, 128, 16)).shape) == (2, 88)
     with pytest.raises(MnrError, match="not an mnr predictor"):
         load_predictor(f"runs:/{store.run_id}/model")
 
