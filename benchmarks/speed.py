@@ -1779,7 +1779,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"sections {', '.join(sections)} re-run on {datetime.date.today()} (load average {load_average()})"
         )
     results.update(quick=quick, machine=machine_info(threads), errors=results.get("errors", {}))
-    if not args.only:  # a partial re-run keeps the full run's load and wall time; its note says more
+    full_run = not args.only or "wall_seconds" not in results  # else a re-run into a full run's results
+    if full_run:  # a partial re-run keeps the full run's load and wall time; its note says more
         results["load_average_start"] = load_average()
     results.setdefault("notes", [])
     log(
@@ -1804,7 +1805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"data: {results['data']}")
 
     def save() -> None:
-        if not args.only:
+        if full_run:
             results["load_average_end"] = load_average()
             results["wall_seconds"] = time.perf_counter() - wall_started
         results["goals"] = goals(results)
