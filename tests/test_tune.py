@@ -168,35 +168,24 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(synth_root: Path) -> 
         assert "momentum" in run.data.tags["mnr.fail_reason"]
 
 
+def _tune_process(synth_root: Path, study: str, *options: str) -> subprocess.Popen:
+    """`mnr tune` of 2-epoch trials on the tiny set, with TINY's overrides, in a child process."""
+    command = [sys.executable, "-m", "mnr", "tune", "--epochs", "2", "--data", str(synth_root)]
+    command += ["--study-name", study, *options]
+    for override in TINY:
+        command += ["-s", override]
+    return subprocess.Popen(
+        command,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 @pytest.mark.slow
 def test_two_processes_share_one_study_and_one_parent_run(synth_root: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "mnr",
-        "tune",
-        "--trials",
-        "2",
-        "--epochs",
-        "2",
-        "--data",
-        str(synth_root),
-        "--study-name",
-        "shared",
-        "--experiment",
-        "tune",
-        "-s",
-        "data.input_size=[32,32]",
-        "-s",
-        "train.eval_batch_size=64",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    workers = [
-        subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for _ in range(2)
-    ]
+    workers = [_tune_process(synth_root, "shared", "--trials", "2") for _ in range(2)]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs
     study = optuna.load_study(study_name="shared", storage=make_storage(None, "shared"))
@@ -214,35 +203,7 @@ def test_two_processes_share_one_study_and_one_parent_run(synth_root: Path) -> N
 
 @pytest.mark.slow
 def test_sigterm_keeps_finished_trials_and_marks_runs_killed(synth_root: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "mnr",
-        "tune",
-        "--trials",
-        "50",
-        "--epochs",
-        "2",
-        "--data",
-        str(synth_root),
-        "--study-name",
-        "stop",
-        "--experiment",
-        "tune",
-        "--pruner",
-        "none",
-        "-s",
-        "data.input_size=[32,32]",
-        "-s",
-        "train.eval_batch_size=64",
-    ]
-    worker = subprocess.Popen(
-        command,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = _tune_process(synth_root, "stop", "--trials", "50", "--pruner", "none")
     storage = make_storage(None, "stop")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and worker.poll() is None:
