@@ -253,8 +253,9 @@ def ab_lever(
     before_label: str,
     after_label: str,
     note: str = "",
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """Measure two settings alternately; report medians and the change."""
+    """Measure two settings alternately; report medians and the change (for `model`, if given)."""
     b_vals, a_vals = [], []
     for _ in range(rounds):
         b_vals.append(before())
@@ -263,6 +264,7 @@ def ab_lever(
     change = (a / b - 1) * 100 if b else float("nan")
     better = (a > b) if higher_is_better else (a < b)
     return {
+        **({"model": model} if model is not None else {}),
         "lever": name,
         "before_label": before_label,
         "after_label": after_label,
@@ -1022,19 +1024,17 @@ def section_levers(data: Any, *, images: int, rounds: int, quick: bool) -> list[
     for model in ("baseline_cnn", "bn_cnn"):
         log(f"lever channels_last: {model}")
         levers.append(
-            {
-                "model": model,
-                **ab_lever(
-                    "channels_last",
-                    engine_ips(model, "train.channels_last=false"),
-                    engine_ips(model, "train.channels_last=true"),
-                    rounds=rounds,
-                    unit="img/s",
-                    higher_is_better=True,
-                    before_label="channels_last=false",
-                    after_label="channels_last=true (default)",
-                ),
-            }
+            ab_lever(
+                "channels_last",
+                engine_ips(model, "train.channels_last=false"),
+                engine_ips(model, "train.channels_last=true"),
+                rounds=rounds,
+                unit="img/s",
+                higher_is_better=True,
+                before_label="channels_last=false",
+                after_label="channels_last=true (default)",
+                model=model,
+            )
         )
     if threads > 1:
         for model in ("baseline_cnn", "bn_cnn"):
@@ -1052,19 +1052,17 @@ def section_levers(data: Any, *, images: int, rounds: int, quick: bool) -> list[
                 return call
 
             levers.append(
-                {
-                    "model": model,
-                    **ab_lever(
-                        "intra-op threads",
-                        with_threads(one, 1),
-                        with_threads(many, threads),
-                        rounds=rounds,
-                        unit="img/s",
-                        higher_is_better=True,
-                        before_label="torch.set_num_threads(1)",
-                        after_label=f"torch.set_num_threads({threads}) (default: one per core)",
-                    ),
-                }
+                ab_lever(
+                    "intra-op threads",
+                    with_threads(one, 1),
+                    with_threads(many, threads),
+                    rounds=rounds,
+                    unit="img/s",
+                    higher_is_better=True,
+                    before_label="torch.set_num_threads(1)",
+                    after_label=f"torch.set_num_threads({threads}) (default: one per core)",
+                    model=model,
+                )
             )
 
     # Batch preparation: gathering a batch from the uint8 set and turning it into model input,
@@ -1109,10 +1107,11 @@ def section_levers(data: Any, *, images: int, rounds: int, quick: bool) -> list[
                     before_label="images[index]; addcmul; channels_last copy",
                     after_label="images.index_select(0, index); to_model_input (now)",
                     note="bit-identical tensors (checked)",
+                    model=f"any (batch 64, {label}, {count} thread(s))",
                 )
             finally:
                 torch.set_num_threads(threads)
-            levers.append({"model": f"any (batch 64, {label}, {count} thread(s))", **lever})
+            levers.append(lever)
 
     # The per-step finite-loss check on CPU.
     loss_sum = torch.zeros((), dtype=torch.float64)
@@ -1158,50 +1157,44 @@ def section_levers(data: Any, *, images: int, rounds: int, quick: bool) -> list[
     log("lever inference batch size and mode (bn_cnn)")
     predict(512, "inference_mode")()  # warm-up
     levers.append(
-        {
-            "model": "bn_cnn",
-            **ab_lever(
-                "inference batch size",
-                predict(64, "inference_mode"),
-                predict(512, "inference_mode"),
-                rounds=rounds,
-                unit="img/s",
-                higher_is_better=True,
-                before_label="batch 64",
-                after_label="batch 512 (evaluate/predict default)",
-            ),
-        }
+        ab_lever(
+            "inference batch size",
+            predict(64, "inference_mode"),
+            predict(512, "inference_mode"),
+            rounds=rounds,
+            unit="img/s",
+            higher_is_better=True,
+            before_label="batch 64",
+            after_label="batch 512 (evaluate/predict default)",
+            model="bn_cnn",
+        )
     )
     levers.append(
-        {
-            "model": "bn_cnn",
-            **ab_lever(
-                "inference autograd mode",
-                predict(512, "no_grad"),
-                predict(512, "inference_mode"),
-                rounds=rounds,
-                unit="img/s",
-                higher_is_better=True,
-                before_label="torch.no_grad",
-                after_label="torch.inference_mode (now)",
-            ),
-        }
+        ab_lever(
+            "inference autograd mode",
+            predict(512, "no_grad"),
+            predict(512, "inference_mode"),
+            rounds=rounds,
+            unit="img/s",
+            higher_is_better=True,
+            before_label="torch.no_grad",
+            after_label="torch.inference_mode (now)",
+            model="bn_cnn",
+        )
     )
     if not quick:
         levers.append(
-            {
-                "model": "bn_cnn",
-                **ab_lever(
-                    "inference autograd mode",
-                    predict(512, "autograd"),
-                    predict(512, "inference_mode"),
-                    rounds=rounds,
-                    unit="img/s",
-                    higher_is_better=True,
-                    before_label="autograd on (no context)",
-                    after_label="torch.inference_mode (now)",
-                ),
-            }
+            ab_lever(
+                "inference autograd mode",
+                predict(512, "autograd"),
+                predict(512, "inference_mode"),
+                rounds=rounds,
+                unit="img/s",
+                higher_is_better=True,
+                before_label="autograd on (no context)",
+                after_label="torch.inference_mode (now)",
+                model="bn_cnn",
+            )
         )
     return levers
 
@@ -1679,7 +1672,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": False,
                 }
             )
-        memory = next((r["memory"] for r in tta["warm"].values() if r.get("memory")), None)
+        memory = results.get("memory")  # run_section stores the first warm run's
         if memory:
             ratio = memory["dataset_bytes"] / memory["expected_uint8_bytes"]
             out.append(
