@@ -31,11 +31,14 @@ __all__ = [
     "TrackingConfig",
     "TrainConfig",
     "apply_overrides",
+    "coerce",
     "experiment_path",
+    "field_type",
     "flatten",
     "from_dict",
     "load_config",
     "resolve_config",
+    "set_dotted",
     "to_dict",
     "to_yaml",
 ]
@@ -170,8 +173,11 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`; return it (ints widen to floats)."""
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints widen to floats).
+
+    `key` names the setting in the error, e.g. "optim.lr: expected a number, got 'fast'".
+    """
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -182,7 +188,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return coerce(value, arg, key)
             except MnrError as exc:
                 errors.append(str(exc))
         raise MnrError(errors[0] if errors else f"{key}: must not be null")
@@ -195,7 +201,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is list:
         if not isinstance(value, list | tuple):
             raise MnrError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+        return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if origin is dict:
         if not isinstance(value, dict):
             raise MnrError(f"{key}: expected a mapping, got {value!r}")
@@ -237,7 +243,7 @@ def from_dict(cls: type, data: Any, *, prefix: str = "") -> Any:
         raise MnrError(
             f"unknown config key {where}{unknown[0]}; valid keys here: {', '.join(sorted(names))}"
         )
-    kwargs = {name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
+    kwargs = {name: coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
     return cls(**kwargs)
 
 
@@ -279,7 +285,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _set_nested(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `dotted` (e.g. "optim.lr") in raw config data, creating missing sections."""
     parts = dotted.split(".")
     node = data
     for part in parts[:-1]:
@@ -292,6 +299,37 @@ def _set_nested(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def field_type(dotted: str) -> Any:
+    """The annotation of the setting a dotted key names, e.g. float for "optim.lr".
+
+    A key inside a free-form mapping (`model.kwargs.dropout`) is `Any`. Raises `MnrError` naming
+    the first part that is not a config key, or saying that the key names a whole section.
+    """
+    cls: Any = ExperimentConfig
+    parts = dotted.split(".")
+    for index, part in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(cls)}
+        if part not in names:
+            where = ".".join(parts[:index]) or "the top level"
+            raise MnrError(
+                f"{dotted!r} is not a config key ({part!r} is not in {where}; "
+                f"valid there: {', '.join(sorted(names))})"
+            )
+        hint = typing.get_type_hints(cls)[part]
+        last = index == len(parts) - 1
+        if dataclasses.is_dataclass(hint):
+            if last:
+                raise MnrError(f"{dotted!r} is a config section; name one of its keys")
+            cls = hint
+            continue
+        if typing.get_origin(hint) is dict:
+            return hint if last else Any  # a free-form mapping such as model.kwargs.<name>
+        if last:
+            return hint
+        raise MnrError(f"{'.'.join(parts[: index + 1])!r} is a single value, not a section")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Apply `-s key=value` overrides to raw config data; values are parsed as YAML scalars."""
     for item in overrides:
@@ -302,7 +340,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
-        _set_nested(data, key.strip(), value)
+        set_dotted(data, key.strip(), value)
     return data
 
 
@@ -336,10 +374,10 @@ def resolve_config(
     if source is not None:
         data = _read_yaml(source)
     if model is not None:
-        _set_nested(data, "model.name", model)
+        set_dotted(data, "model.name", model)
     for key, value in (options or {}).items():
         if value is not None:
-            _set_nested(data, key, value)
+            set_dotted(data, key, value)
     apply_overrides(data, overrides)
     resolved = from_dict(ExperimentConfig, data)
     if len(resolved.data.input_size) != 2 or min(resolved.data.input_size) < 8:
