@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import csv
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,3 +300,10 @@ def test_evaluate_prints_and_logs_pitch_metrics(store: Trained, tmp_path: Path) 
 def test_evaluate_needs_labels(store: Trained) -> None:
     result = CliRunner().invoke(main, ["evaluate", str(store.checkpoint), str(store.test_dir)])
     assert result.exit_code == 2 and "--truth" in result.output
+
+
+def test_importing_mnr_predict_loads_neither_torch_pandas_nor_mlflow() -> None:
+    """The CLI imports mnr.predict lazily, but the package itself must stay light too."""
+    code = "import sys, mnr.predict; print(sorted({'torch', 'pandas', 'mlflow'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,295 @@
+"""The predictor: a model rebuilt from a checkpoint plus the preprocessing it was trained with.
+
+`model_from_checkpoint` creates the architecture by name through the model registry and loads
+the weights (no pickled instance is ever loaded). `Predictor` decodes every input with
+`decode_png` at the model's `input_config.input_size` (see `mnr.predict.inputs`), then runs
+`predict_logits`, which applies `to_model_input` with the model's mean and std, in batches.
+`prediction_frame` is the answer table every caller shares. `load_predictor` turns a model URI
+or a checkpoint file into a `Predictor`, unwrapping the MLflow pyfunc that `mnr train` logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from mnr.errors import MnrError
+from mnr.labels import MIDI_OFFSET, label_to_name
+from mnr.predict.inputs import as_items, to_pixels
+
+if TYPE_CHECKING:  # torch and pandas load lazily: `mnr --help` must stay fast
+    import pandas as pd
+    import torch
+
+__all__ = [
+    "CPU_BATCH_PIXELS",
+    "GPU_BATCH_SIZE",
+    "Predictor",
+    "load_predictor",
+    "model_from_checkpoint",
+    "prediction_frame",
+]
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+# Inference batch when none is given. On a CPU a batch's activations should stay in cache: for
+# baseline_cnn at 128 x 128, batches of 32-64 images cost 1.5 ms of CPU per image and 512 twice
+# that, while at 128 x 16 batches of 256-880 are cheapest (benchmarks/predict_speed.py). So a CPU
+# batch holds about a million input pixels; a GPU wants large batches.
+CPU_BATCH_PIXELS = 1 << 20
+GPU_BATCH_SIZE = 512
+
+
+def model_from_checkpoint(
+    state: dict[str, Any], *, model_module: str | os.PathLike | None = None
+) -> torch.nn.Module:
+    """Rebuild a trained model from a checkpoint dict: create it by name, then load the weights.
+
+    The architecture comes from the registry (`create_model` with the checkpoint's model name and
+    the config's `model.kwargs`), never from pickled code. A model from a user's file needs that
+    file: `model_module` (the copy a logged predictor carries) wins over the path recorded in the
+    config, which is only valid on the machine that trained it.
+    """
+    from mnr.models import create_model, import_model_module
+    from mnr.models.registry import InputConfig
+
+    config = state.get("config") or {}
+    model_config = config.get("model") or {}
+    name = state.get("model_name") or model_config.get("name")
+    if not name:
+        raise MnrError("the checkpoint names no model (no model_name); was it written by mnr?")
+    module = model_module or model_config.get("module")
+    if module:
+        import_model_module(str(module))
+    if state.get("input_config"):
+        input_config = InputConfig.from_dict(state["input_config"])
+    else:
+        input_config = InputConfig(
+            input_size=tuple((config.get("data") or {}).get("input_size", (128, 128)))
+        )
+    model = create_model(
+        name,
+        num_classes=input_config.num_classes,
+        input_size=input_config.input_size,
+        **(model_config.get("kwargs") or {}),
+    )
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise MnrError(
+            f"the checkpoint's weights do not fit model {name!r} as configured: {exc}"
+        ) from None
+    model.input_config = input_config
+    model.eval()
+    return model
+
+
+class Predictor:
+    """A trained model plus the preprocessing it was trained with (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        device: torch.device | str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        import torch
+
+        if getattr(model, "input_config", None) is None:
+            raise MnrError("the model has no input_config; build it with mnr.models.create_model")
+        self.model = model.eval()
+        self._default_batch = batch_size is None
+        self.batch_size = int(batch_size) if batch_size is not None else GPU_BATCH_SIZE
+        self.to(torch.device(device) if device is not None else torch.device("cpu"))
+
+    def to(self, device: torch.device) -> Predictor:
+        """Move the model; a batch size left to the default follows the device."""
+        self.device = device
+        self.model.to(device)
+        if self._default_batch:
+            height, width = self.input_size
+            cpu_batch = min(1024, max(16, CPU_BATCH_PIXELS // (height * width)))
+            self.batch_size = cpu_batch if device.type == "cpu" else GPU_BATCH_SIZE
+        return self
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        source: str | os.PathLike | dict[str, Any],
+        *,
+        device: torch.device | str | None = None,
+        model_module: str | os.PathLike | None = None,
+        batch_size: int | None = None,
+    ) -> Predictor:
+        """A predictor from a checkpoint file (loaded with weights_only=True) or its dict."""
+        from mnr.callbacks import load_checkpoint
+
+        state = source if isinstance(source, dict) else load_checkpoint(source)
+        return cls(
+            model_from_checkpoint(state, model_module=model_module),
+            device=device,
+            batch_size=batch_size,
+        )
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) that every image is decoded to."""
+        height, width = self.model.input_config.input_size
+        return int(height), int(width)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.input_config.num_classes)
+
+    def images(self, inputs: Any, *, allow_paths: bool = True) -> np.ndarray:
+        """Every input as one N x 3 x H x W uint8 array at the model's input size.
+
+        Raises `MnrError` naming the first input that is not a readable PNG. `allow_paths=False`
+        (a served request) refuses file paths, so that a client cannot make the server read files.
+        """
+        items = as_items(inputs)
+        height, width = self.input_size
+        out = np.empty((len(items), 3, height, width), dtype=np.uint8)
+        for index, item in enumerate(items):
+            out[index] = to_pixels(
+                item, size=(height, width), name=f"image {index}", allow_paths=allow_paths
+            )
+        return out
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Softmax over the classes for uint8 N x 3 x H x W images, `batch_size` at a time."""
+        import torch
+
+        from mnr.engine import predict_logits
+
+        if len(images) == 0:
+            return np.zeros((0, self.num_classes), dtype=np.float32)
+        logits = predict_logits(self.model, images, batch_size=self.batch_size, device=self.device)
+        return torch.softmax(logits, dim=1).numpy()
+
+    def predict(self, inputs: Any, *, top_k: int = 3, allow_paths: bool = True) -> pd.DataFrame:
+        """One row per input: label, midi, note, probability and the top-k columns."""
+        return prediction_frame(
+            self.probabilities(self.images(inputs, allow_paths=allow_paths)), top_k=top_k
+        )
+
+
+def prediction_frame(probabilities: np.ndarray, *, top_k: int = 3) -> pd.DataFrame:
+    """The answer table: label, midi, note, probability, then top1_label .. topK_probability.
+
+    The top-k columns are flat (not lists) so that the same table reads well as a served JSON
+    answer, a DataFrame and a CSV.
+    """
+    import pandas as pd
+
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 2:
+        raise MnrError(f"probabilities must be N x classes, got shape {probabilities.shape}")
+    top_k = _check_top_k(top_k, probabilities.shape[1])
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    top_probs = np.take_along_axis(probabilities, order, axis=1)
+    best = order[:, 0]
+    columns: dict[str, Any] = {
+        "label": best.astype(np.int64),
+        "midi": (best + MIDI_OFFSET).astype(np.int64),
+        "note": [label_to_name(int(v)) for v in best],
+        "probability": probabilities[np.arange(len(best)), best].astype(np.float64),
+    }
+    for rank in range(top_k):
+        columns[f"top{rank + 1}_label"] = order[:, rank].astype(np.int64)
+        columns[f"top{rank + 1}_note"] = [label_to_name(int(v)) for v in order[:, rank]]
+        columns[f"top{rank + 1}_probability"] = top_probs[:, rank].astype(np.float64)
+    return pd.DataFrame(columns)
+
+
+def _check_top_k(top_k: Any, num_classes: int) -> int:
+    try:
+        value = int(top_k)
+    except (TypeError, ValueError):
+        raise MnrError(f"top_k must be an integer, got {top_k!r}") from None
+    if not 1 <= value <= num_classes:
+        raise MnrError(f"top_k must be between 1 and {num_classes}, got {value}")
+    return value
+
+
+def _checkpoint_path(model_uri: str) -> Path | None:
+    """The checkpoint file `model_uri` names, or None when it is a model URI or folder."""
+    text = model_uri.removeprefix("file://")
+    if len(urlparse(text).scheme) > 1:  # models:/, runs:/, http://; one letter is a Windows drive
+        return None
+    path = Path(text).expanduser()
+    return path if path.suffix in _CHECKPOINT_SUFFIXES or path.is_file() else None
+
+
+def load_predictor(
+    model_uri: str, *, device: str | None = "auto", batch_size: int | None = None
+) -> Predictor:
+    """The predictor behind `model_uri`: ``models:/NAME@alias``, ``models:/NAME/VERSION``,
+    ``runs:/RUN_ID/predictor``, a local model folder, or a checkpoint file (``.pt``).
+
+    A checkpoint is turned into a predictor in-process; anything else is loaded as the MLflow
+    pyfunc that `mnr train` logged and unwrapped to the same `Predictor`. A model that does not
+    exist, a store that does not answer, or a model that is not an mnr predictor (the raw torch
+    module logged as ``model``) is an `MnrError` saying what to do.
+    """
+    from mnr.engine import resolve_device
+
+    resolved = resolve_device(device) if device is not None else None
+    checkpoint = _checkpoint_path(model_uri)
+    if checkpoint is not None:
+        return Predictor.from_checkpoint(checkpoint, device=resolved, batch_size=batch_size)
+    python_model = _load_python_model(model_uri)
+    predictor = getattr(python_model, "predictor", None)
+    if not isinstance(predictor, Predictor):
+        raise MnrError(
+            f"{model_uri} is not an mnr predictor; use the model that `mnr train` logs as "
+            "'predictor' (runs:/RUN_ID/predictor, or a registered version of it)"
+        )
+    if batch_size is not None:
+        predictor.batch_size, predictor._default_batch = int(batch_size), False
+    if resolved is not None:
+        predictor.to(resolved)
+    return predictor
+
+
+def _load_python_model(model_uri: str) -> Any:
+    """Load an MLflow pyfunc and return its Python model; MLflow's failures become MnrErrors."""
+    from mnr import tracking
+
+    scheme = urlparse(model_uri).scheme
+    if scheme in ("models", "runs"):
+        tracking.configure_tracking(
+            check=True
+        )  # an unreachable server fails in seconds, not minutes
+        if scheme == "runs" and len(model_uri.removeprefix("runs:/").strip("/").split("/")) == 1:
+            model_uri = (
+                model_uri.rstrip("/") + "/predictor"
+            )  # runs:/RUN_ID means the run's predictor
+    elif scheme == "" and not Path(model_uri).expanduser().exists():
+        raise MnrError(
+            f"{model_uri!r} is neither a model URI (models:/NAME@alias, models:/NAME/VERSION, "
+            "runs:/RUN_ID/predictor) nor an existing checkpoint file or model folder"
+        )
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    try:
+        loaded = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise MnrError(
+            f"cannot load model {model_uri}: {exc.message.strip().splitlines()[0]}. "
+            "List registered models with `mnr models --registered`."
+        ) from None
+    except OSError as exc:
+        raise MnrError(f"cannot load model {model_uri}: {exc}") from None
+    try:
+        return loaded.unwrap_python_model()
+    except MlflowException:
+        raise MnrError(
+            f"{model_uri} is not an mnr predictor (it has no Python model); use the model that "
+            "`mnr train` logs as 'predictor', e.g. runs:/RUN_ID/predictor"
+        ) from None
