@@ -1,0 +1,152 @@
+"""The objective: one trial is one engine run of the config with the trial's values set.
+
+`Objective` is what `study.optimize` calls, once per trial and possibly from several threads at
+once (it holds no per-trial state). It records how each trial ended on both sides, the trial's
+user attrs and its MLflow run, in one place: `_ending` says which end an exception means.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import optuna
+
+from mnr import tracking
+from mnr.config import ExperimentConfig
+from mnr.data import TrainingData
+from mnr.engine import DivergedError
+from mnr.errors import MnrError
+from mnr.training import TrainResult, run_training
+from mnr.tune.pruning import PruningCallback
+from mnr.tune.runs import (
+    RUN_ATTR,
+    STATE_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+    WORKER_ATTR,
+    child_run,
+    close_child,
+    worker,
+)
+from mnr.tune.space import SearchParam, trial_config
+
+__all__ = ["Objective"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Train `config` with one trial's values for `epochs` epochs; return its best monitored value.
+
+    Each trial is a child run of `parent` named `<study_name>-<number>`, on the already decoded
+    `data`, with a `PruningCallback`; `save_weights` keeps its checkpoints and logs its model.
+    A trial the pruner stopped, or whose loss diverged, is PRUNED (its run KILLED); an interrupt
+    fails the trial and KILLs its run; any other error fails both. `stop` is set on Ctrl-C, so
+    that trials in other threads end at their next epoch.
+    """
+
+    config: ExperimentConfig
+    space: list[SearchParam]
+    data: TrainingData
+    parent: str
+    study_name: str
+    epochs: int
+    save_weights: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, worker())
+        params = {p.key: p.suggest(trial) for p in self.space}
+        pruning = PruningCallback(trial, self.config.train.monitor, stop=self.stop)
+        try:
+            result = self._train(trial, params, pruning)
+        except BaseException as exc:
+            ending = _ending(exc)
+            if ending is None:  # SystemExit and the like: not a trial's outcome
+                raise
+            self._record(trial, pruning, ending)
+            if ending.state == "PRUNED":
+                raise optuna.TrialPruned(ending.reason) from None
+            raise
+        return self._complete(trial, result)
+
+    def _train(
+        self, trial: optuna.Trial, params: dict[str, Any], pruning: PruningCallback
+    ) -> TrainResult:
+        cfg = trial_config(
+            self.config,
+            params,
+            epochs=self.epochs,
+            run_name=f"{self.study_name}-{trial.number}",
+            log_model=self.config.tracking.log_model and self.save_weights,
+        )
+        return run_training(
+            cfg,
+            data=self.data,
+            parent_run_id=self.parent,
+            extra_callbacks=[pruning],
+            extra_tags={
+                TRIAL_TAG: str(trial.number),
+                STUDY_TAG: self.study_name,
+                STATE_TAG: "RUNNING",
+            },
+            track=True,
+            save_checkpoints=self.save_weights,
+            final_evaluation=False,
+            progress=False,
+        )
+
+    def _record(self, trial: optuna.Trial, pruning: PruningCallback, ending: _Ending) -> None:
+        """The reason as a trial user attr; state, reason and status on the trial's run."""
+        trial.set_user_attr(
+            "prune_reason" if ending.state == "PRUNED" else "fail_reason", ending.reason
+        )
+        run_id = child_run(
+            pruning.run_id,
+            experiment=self.config.tracking.experiment,
+            parent=self.parent,
+            number=trial.number,
+        )
+        close_child(run_id, state=ending.state, status=ending.status, reason=ending.reason)
+
+    def _complete(self, trial: optuna.Trial, result: TrainResult) -> float:
+        monitor = self.config.train.monitor
+        if result.run_id is not None:
+            trial.set_user_attr(RUN_ATTR, result.run_id)
+        value = _best_of(result.history, monitor, self.config.train.monitor_mode)
+        if result.run_id is not None:
+            tracking.set_tags(result.run_id, {STATE_TAG: "COMPLETE"})
+            tracking.log_metrics(
+                result.run_id, {f"best_{monitor}": value}, step=len(result.history)
+            )
+        return value
+
+
+class _Ending(NamedTuple):
+    state: str  # the trial's Optuna state
+    status: str  # its MLflow run's status
+    reason: str
+
+
+def _ending(exc: BaseException) -> _Ending | None:
+    """How a trial that raised `exc` ends; None for what is not a trial's outcome.
+
+    A diverged loss is pruned rather than failed, so that the sampler learns the region is bad.
+    """
+    if isinstance(exc, optuna.TrialPruned | DivergedError):
+        return _Ending("PRUNED", "KILLED", str(exc))
+    if isinstance(exc, KeyboardInterrupt):
+        return _Ending("FAIL", "KILLED", "interrupted")
+    if isinstance(exc, Exception):
+        return _Ending("FAIL", "FAILED", f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def _best_of(history: list[dict[str, float]], monitor: str, mode: str) -> float:
+    """The best finite value of `monitor` over the epochs (the trial's value for Optuna)."""
+    values = [h[monitor] for h in history if monitor in h and math.isfinite(h[monitor])]
+    if not values:
+        raise MnrError(f"train.monitor={monitor!r} was never reported; the trial ran no epoch")
+    return max(values) if mode == "max" else min(values)

@@ -1,0 +1,61 @@
+"""The trial as one more engine callback: report the monitored metric each epoch, stop when told.
+
+This is the whole of Optuna inside a training run; the same `run_training` serves `mnr train`
+and a trial. The Optuna-to-MLflow bookkeeping around a trial lives in `mnr.tune.runs`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import optuna
+
+from mnr import tracking
+from mnr.engine import Callback, FitContext
+from mnr.errors import MnrError
+from mnr.tune.runs import RUN_ATTR
+
+__all__ = ["PruningCallback"]
+
+
+class PruningCallback(Callback):
+    """Report the monitored metric to the trial every epoch; stop the run when Optuna says so.
+
+    Raises `optuna.TrialPruned` from `on_epoch_end` at once, which ends the engine's fit like
+    any error (callbacks get `on_fit_end`); the objective turns it into a PRUNED trial. `stop`,
+    an event set on Ctrl-C, makes trials in worker threads stop at their next epoch too.
+    """
+
+    def __init__(
+        self, trial: optuna.Trial, monitor: str = "val_acc", *, stop: threading.Event | None = None
+    ) -> None:
+        self.trial = trial
+        self.monitor = monitor
+        self.stop = stop
+        self.run_id: str | None = None
+        self.last_value: float | None = None
+
+    def on_fit_start(self, ctx: FitContext) -> None:
+        for callback in ctx.callbacks:
+            if isinstance(callback, tracking.MlflowLogger):
+                self.run_id = callback.run_id
+                self.trial.set_user_attr(RUN_ATTR, callback.run_id)
+        self._check_stop()
+
+    def on_epoch_end(self, ctx: FitContext, metrics: dict[str, float]) -> None:
+        self._check_stop()
+        if self.monitor not in metrics:
+            raise MnrError(
+                f"train.monitor={self.monitor!r} is not a metric of the epoch; "
+                f"pick one of {', '.join(sorted(metrics))}"
+            )
+        value = float(metrics[self.monitor])
+        self.last_value = value
+        self.trial.report(value, ctx.epoch)
+        last = ctx.epoch >= ctx.config.train.epochs  # stopping now saves nothing: let it complete
+        if not last and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {ctx.epoch}: {self.monitor}={value:.4f}")
+
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise KeyboardInterrupt("tuning interrupted")

@@ -1,0 +1,302 @@
+"""The study loop: `tune()` opens (or resumes) a study, runs its trials, and reports it.
+
+Everything that can fail because of the command's options (counts, the search space, the
+config, the tracking server) fails before the data is decoded; then the study is opened, its
+MLflow parent run found or created, the trials run, the study logged on the parent run, and the
+best config retrained when asked. The parent run always ends: FINISHED, KILLED on an interrupt,
+FAILED on an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial
+
+from mnr import tracking
+from mnr.config import DEFAULT_TUNE_EPOCHS, ExperimentConfig
+from mnr.data import TrainingData
+from mnr.errors import MnrError
+from mnr.training import TrainResult, load_data, run_training
+from mnr.tune.objective import Objective
+from mnr.tune.report import best_trial, log_study, progress_line
+from mnr.tune.runs import STUDY_TAG, fail_trials_of_dead_workers, parent_run
+from mnr.tune.samplers import make_pruner, make_sampler
+from mnr.tune.space import parse_search_space, trial_config
+from mnr.tune.storage import describe_storage, make_storage
+
+__all__ = ["TuneResult", "tune"]
+
+
+@dataclass
+class TuneResult:
+    """What `tune` leaves: the study, its MLflow parent run, the best trial, and any retrain."""
+
+    study: optuna.Study
+    parent_run_id: str
+    best_trial: FrozenTrial | None
+    registered_run_id: str | None = None
+    study_name: str = ""
+    storage: str = ""
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Trials per state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+        counts: dict[str, int] = {}
+        for trial in self.study.get_trials(deepcopy=False):
+            counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+        return counts
+
+
+def tune(
+    config: ExperimentConfig,
+    *,
+    trials: int | None,
+    epochs: int | None = None,
+    timeout: float | None = None,
+    study_name: str | None = None,
+    storage: str | None = None,
+    n_jobs: int = 1,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    seed: int | None = 0,
+    register: str | None = None,
+    save_weights: bool = False,
+    progress: bool = True,
+) -> TuneResult:
+    """Run (or resume) a study: add `trials` trials of `epochs` epochs each; see `mnr.tune`.
+
+    `trials` is how many trials THIS call adds (None: until `timeout`); trials already in the
+    study are never rerun. `epochs` defaults to the config's `train.epochs`, at most
+    `DEFAULT_TUNE_EPOCHS`. `register` retrains the best config for the config's full
+    `train.epochs` and registers the model under that name. `save_weights` keeps each trial's
+    checkpoints and logs its model (off: trials write no weights).
+    """
+    _check_limits(trials=trials, timeout=timeout, n_jobs=n_jobs)
+    space = parse_search_space(config.search)
+    tune_epochs = _trial_epochs(config, epochs)
+    study_name = study_name or f"mnr-{config.model.name}"
+    the_sampler, the_pruner = make_sampler(sampler, seed), make_pruner(pruner, tune_epochs)
+    trial_config(config, {}, epochs=tune_epochs)  # a bad config fails before the data is decoded
+    # an unreachable tracking server fails here, before the data is decoded
+    tracking.configure_tracking(check=True)
+    data = load_data(config, progress=progress)
+    optuna_storage = make_storage(storage, study_name)
+    storage_text = describe_storage(storage, study_name)
+    study, created = _open_study(
+        study_name=study_name,
+        storage=optuna_storage,
+        sampler=the_sampler,
+        pruner=the_pruner,
+        direction=_direction(config),
+    )
+    parent = parent_run(
+        study, created, config, study_name=study_name, storage_text=storage_text, space=space
+    )
+    if not isinstance(optuna_storage, optuna.storages.RDBStorage):  # an RDB has heartbeats instead
+        fail_trials_of_dead_workers(study, experiment=config.tracking.experiment, parent=parent)
+    objective = Objective(
+        config=config,
+        space=space,
+        data=data,
+        parent=parent,
+        study_name=study_name,
+        epochs=tune_epochs,
+        save_weights=save_weights,
+    )
+    best, registered = _run_study(
+        study,
+        objective,
+        trials=trials,
+        timeout=timeout,
+        n_jobs=n_jobs,
+        register=register,
+        progress=progress,
+    )
+    return TuneResult(
+        study=study,
+        parent_run_id=parent,
+        best_trial=best,
+        registered_run_id=registered,
+        study_name=study_name,
+        storage=storage_text,
+    )
+
+
+def _check_limits(*, trials: int | None, timeout: float | None, n_jobs: int) -> None:
+    """Reject a study that would never end, a negative count or a thread count of 0."""
+    if trials is None and timeout is None:
+        raise MnrError("give --trials, --timeout or both; otherwise the study would never end")
+    if trials is not None and trials < 0:
+        raise MnrError(f"--trials must be 0 or more, got {trials}")
+    if n_jobs == 0 or n_jobs < -1:
+        raise MnrError(
+            f"--n-jobs must be a positive number of threads (or -1 for one per core), got {n_jobs}"
+        )
+
+
+def _trial_epochs(config: ExperimentConfig, epochs: int | None) -> int:
+    """Epochs per trial: `epochs`, else the config's own, at most `DEFAULT_TUNE_EPOCHS`."""
+    tune_epochs = epochs if epochs is not None else min(config.train.epochs, DEFAULT_TUNE_EPOCHS)
+    if tune_epochs < 1:
+        raise MnrError(f"--epochs must be at least 1, got {tune_epochs}")
+    return tune_epochs
+
+
+def _direction(config: ExperimentConfig) -> str:
+    return "maximize" if config.train.monitor_mode == "max" else "minimize"
+
+
+def _open_study(
+    *,
+    study_name: str,
+    storage: optuna.storages.BaseStorage,
+    sampler: BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+    direction: str,
+) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it if it exists; True when this process created it.
+
+    Creation is atomic in every Optuna storage (one wins, the others get DuplicatedStudyError),
+    which is what decides, among processes started together, who creates the MLflow parent run.
+    """
+    try:
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            direction=direction,
+            load_if_exists=False,
+        )
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        pass
+    study = optuna.load_study(
+        study_name=study_name, storage=storage, sampler=sampler, pruner=pruner
+    )
+    if len(study.directions) != 1 or study.direction.name.lower() != direction:
+        raise MnrError(
+            f"study {study_name!r} exists and optimises {[d.name.lower() for d in study.directions]}, but "
+            f"train.monitor_mode asks to {direction}; use another --study-name"
+        )
+    return study, False
+
+
+def _run_study(
+    study: optuna.Study,
+    objective: Objective,
+    *,
+    trials: int | None,
+    timeout: float | None,
+    n_jobs: int,
+    register: str | None,
+    progress: bool,
+) -> tuple[FrozenTrial | None, str | None]:
+    """Run the trials, log the study, retrain the best if asked; return (best, retrained run).
+
+    A failing trial does not stop the study (`catch`); an interrupt does, after the running
+    trials are recorded. Either way the signal handlers are restored and the parent run ended.
+    """
+    parent = objective.parent
+    callbacks = [progress_line] if progress else []
+    previous = _install_interrupts(objective.stop)
+    registered: str | None = None
+    status = "FAILED"
+    try:
+        study.optimize(
+            objective,
+            n_trials=trials,
+            timeout=timeout,
+            n_jobs=n_jobs,
+            catch=(Exception,),
+            callbacks=callbacks,
+        )
+        best = best_trial(study)
+        log_study(study, parent, best=best, monitor=objective.config.train.monitor)
+        if register is not None:
+            registered = _register_best(objective, best, register=register, progress=progress)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        tracking.end_run(parent, status)
+    return best, registered
+
+
+def _register_best(
+    objective: Objective, best: FrozenTrial | None, *, register: str, progress: bool
+) -> str | None:
+    """Retrain the best trial's config and register it; the parent run records the new run."""
+    if best is None:
+        raise MnrError(
+            f"study {objective.study_name!r} has no completed trial; nothing to register"
+        )
+    retrained = _retrain_best(
+        objective.config,
+        best,
+        data=objective.data,
+        parent=objective.parent,
+        study_name=objective.study_name,
+        register=register,
+        progress=progress,
+    )
+    tracking.set_tags(objective.parent, {"mnr.registered_run_id": retrained.run_id})
+    return retrained.run_id
+
+
+def _retrain_best(
+    config: ExperimentConfig,
+    best: FrozenTrial,
+    *,
+    data: TrainingData,
+    parent: str,
+    study_name: str,
+    register: str,
+    progress: bool,
+) -> TrainResult:
+    """Train the best trial's config for the config's full epochs and register the model."""
+    cfg = trial_config(config, dict(best.params), run_name=f"{study_name}-best", log_model=True)
+    cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, register=register))
+    if progress:
+        print(
+            f"retraining trial {best.number}'s config for {cfg.train.epochs} epochs; registering as {register!r}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return run_training(
+        cfg,
+        data=data,
+        parent_run_id=parent,
+        progress=progress,
+        extra_tags={
+            "mnr.role": "retrain-best",
+            STUDY_TAG: study_name,
+            "mnr.best_trial": str(best.number),
+        },
+    )
+
+
+def _install_interrupts(stop: threading.Event) -> dict[int, Any]:
+    """Ctrl-C and SIGTERM set `stop` (worker threads end at their next epoch) and interrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
