@@ -128,36 +128,30 @@ def _checkpoint(path: Path, input_size: tuple[int, int]) -> Path:
     """An untrained baseline_cnn saved as an mnr checkpoint (weights do not change the speed)."""
     import torch
 
-    from mnr.callbacks import save_checkpoint
+    from mnr.checkpoint import model_state, save_checkpoint
     from mnr.models import create_model
 
     torch.manual_seed(0)
     model = create_model(MODEL, input_size=input_size)
-    state = {
-        "format": "mnr-checkpoint-1",
-        "model_name": MODEL,
-        "input_config": model.input_config.to_dict(),
-        "model": model.state_dict(),
-        "config": {"model": {"name": MODEL, "kwargs": {}}, "data": {"input_size": list(input_size)}},
-    }
-    return save_checkpoint(state, path)
+    config = {"model": {"name": MODEL, "kwargs": {}}, "data": {"input_size": list(input_size)}}
+    return save_checkpoint(model_state(model, config=config), path)
 
 
 def _register(checkpoint: Path, work: Path) -> dict[str, str]:
     """Log the checkpoint's predictor to a fresh local MLflow store as bench@champion."""
-    from mnr import registry, tracking
+    from mnr import tracking
     from mnr.predict import Predictor
-    from mnr.serving import log_predictor
+    from mnr.tracking import model_registry
+    from mnr.tracking.serving import log_predictor
 
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
     os.environ.update(env)
     tracking.configure_tracking()
     model = Predictor.from_checkpoint(checkpoint).model
-    run_id = tracking.create_run(experiment="benchmarks", run_name="predict_speed")
     config = {"model": {"name": MODEL, "kwargs": {}}, "data": {"input_size": list(model.input_config.input_size)}}
-    log_predictor(model, config=config, run_id=run_id, registered_name="bench")
-    tracking.end_run(run_id, "FINISHED")
-    registry.promote("bench", 1, "champion")
+    with tracking.tracked_run(experiment="benchmarks", run_name="predict_speed") as run_id:
+        log_predictor(model, config=config, run_id=run_id, registered_name="bench")
+    model_registry.promote("bench", 1, "champion")
     return env
 
 

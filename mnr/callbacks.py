@@ -1,61 +1,20 @@
 """The engine's stock callbacks, named as Lightning names them: ModelCheckpoint, EarlyStopping.
 
-Checkpoints are plain dicts of tensors and primitives saved with `torch.save` and loaded with
-`weights_only=True`, so opening one never runs code from the file.
+Checkpoint files are written in the one format `mnr.checkpoint` defines.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from mnr.checkpoint import save_checkpoint
 from mnr.engine import Callback, FitContext
 from mnr.errors import MnrError
 
-__all__ = ["EarlyStopping", "ModelCheckpoint", "load_checkpoint", "save_checkpoint"]
-
-
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a checkpoint atomically: a crash mid-write leaves the previous file intact."""
-    path = Path(path)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)  # in memory: torch turns a failed file write into a vague RuntimeError
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(buffer.getbuffer())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise MnrError(
-            f"cannot write checkpoint {path}: {exc.strerror or exc}. Free disk space or point "
-            "MNR_CHECKPOINT_DIR at a writable folder; checkpoints already written are kept."
-        ) from None
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True` (no pickled code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MnrError(f"checkpoint {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise MnrError(f"checkpoint {path} cannot be loaded ({exc}); it may be truncated") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise MnrError(f"{path} is not an mnr checkpoint")
-    return state
+__all__ = ["EarlyStopping", "ModelCheckpoint"]
 
 
 def _better(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:

@@ -102,9 +102,9 @@ def data_check(folder: Path, truth: Path | None, workers: int | None) -> None:
 def models_cmd(pattern: str | None, registered: bool, model_module: str | None) -> None:
     """List registered model architectures (wildcards allowed), or --registered MLflow models."""
     if registered:
-        from mnr import registry
+        from mnr.tracking import model_registry
 
-        click.echo(registry.format_registered(registry.list_registered(pattern)))
+        click.echo(model_registry.format_registered(model_registry.list_registered(pattern)))
         return
     from mnr.models import describe_models, import_model_module
 
@@ -154,10 +154,11 @@ def _interrupts_as_keyboard() -> None:
 @click.option("--register", callback=_blank_is_none, default=None, help="Register the final model under this name.")
 @click.option("--resume", callback=_blank_is_none, default=None, metavar="RUN_ID_OR_PATH",
               help="Continue a run from its last checkpoint, in the same MLflow run.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit without training.")
 def train_cmd(model, config_file, model_module, data, epochs, seed, experiment, overrides, lr, batch_size,
-              run_name, register, resume) -> None:
+              run_name, register, resume, print_config) -> None:
     """Train a model with one experiment config; everything is tracked in MLflow."""
-    from mnr.config import resolve_config
+    from mnr.config import resolve_config, to_yaml
     from mnr.distributed import distributed_session
     from mnr.training import run_training
 
@@ -172,12 +173,14 @@ def train_cmd(model, config_file, model_module, data, epochs, seed, experiment, 
         },
         overrides=overrides,
     )
+    if print_config:
+        click.echo(to_yaml(config), nl=False)
+        return
     try:
         with distributed_session():
             result = run_training(config, resume=resume)
-    except KeyboardInterrupt:
-        click.echo("mnr: interrupted; the last completed epoch is checkpointed and the run is marked KILLED. "
-                   "Continue with: mnr train --resume RUN_ID", err=True)
+    except KeyboardInterrupt:  # run_training has said how to resume, if there is anything to resume
+        click.echo("mnr: interrupted", err=True)
         sys.exit(130)
     if result.run_id is None or int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun only rank 0 reports
@@ -195,9 +198,9 @@ def train_cmd(model, config_file, model_module, data, epochs, seed, experiment, 
 @click.option("--alias", default=None, help="Point this alias (e.g. champion) at the new version.")
 def register_cmd(run_id: str, name: str, alias: str | None) -> None:
     """Register run RUN_ID's predictor (the image-taking pyfunc) as a new version of NAME."""
-    from mnr import registry
+    from mnr.tracking import model_registry
 
-    version = registry.register_run(run_id, name=name, alias=alias)
+    version = model_registry.register_run(run_id, name=name, alias=alias)
     shown = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}"
     click.echo(f"registered {name} version {version.version}: {shown}")
 
@@ -208,9 +211,9 @@ def register_cmd(run_id: str, name: str, alias: str | None) -> None:
 @click.option("--alias", required=True, help="The alias to move, e.g. champion.")
 def promote_cmd(name: str, version: int, alias: str) -> None:
     """Point alias --alias of registered model NAME at VERSION (moving it from any other)."""
-    from mnr import registry
+    from mnr.tracking import model_registry
 
-    registry.promote(name, version, alias)
+    model_registry.promote(name, version, alias)
     click.echo(f"models:/{name}@{alias} -> version {version}")
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mnr.checkpoint import model_state
 from mnr.config import ExperimentConfig, to_dict
 from mnr.errors import MnrError
 from mnr.transforms import augment_batch, to_model_input
@@ -103,21 +104,16 @@ class FitContext:
 
     def checkpoint(self) -> dict[str, Any]:
         """One dict with all the state `--resume` needs; loadable with weights_only=True."""
-        raw = self.raw_model
-        state: dict[str, Any] = {
-            "format": "mnr-checkpoint-1",
-            "model_name": getattr(raw, "model_name", type(raw).__name__),
-            "input_config": raw.input_config.to_dict() if hasattr(raw, "input_config") else None,
-            "model": raw.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "epoch": self.epoch,
-            "global_step": self.global_step,
-            "history": list(self.history),
-            "config": to_dict(self.config),
-            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
-        }
+        state = model_state(self.model, config=to_dict(self.config))
+        state.update(
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
+            epoch=self.epoch,
+            global_step=self.global_step,
+            history=list(self.history),
+            rng={"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
+            callbacks={type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+        )
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -130,11 +126,7 @@ class FitResult:
     history: list[dict[str, float]]
     status: str
     epochs: int
-    stop_reason: str = ""
-
-    @property
-    def last(self) -> dict[str, float]:
-        return self.history[-1] if self.history else {}
+    stop_reason: str = ""  # why it stopped before train.epochs (early stopping, target); "" if it did not
 
 
 def resolve_device(name: str = "auto") -> torch.device:

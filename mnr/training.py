@@ -8,6 +8,7 @@ checkpoint and marks the run KILLED, a crash marks it FAILED, and `--resume` pic
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -22,10 +23,11 @@ import torch.distributed as dist
 
 from mnr import metrics as pitch_metrics
 from mnr import settings, tracking
-from mnr.callbacks import EarlyStopping, ModelCheckpoint, load_checkpoint
+from mnr.callbacks import EarlyStopping, ModelCheckpoint
+from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig, from_dict
 from mnr.data import TrainingData, load_training_data
-from mnr.engine import Callback, DivergedError, evaluate, fit, resolve_device, seed_everything
+from mnr.engine import Callback, evaluate, fit, resolve_device, seed_everything
 from mnr.errors import MnrError
 from mnr.models import create_model, import_model_module, is_model
 
@@ -42,6 +44,7 @@ class TrainResult:
     final_metrics: dict[str, float] = field(default_factory=dict)
     checkpoint_dir: Path | None = None
     model_uri: str | None = None
+    stop_reason: str = ""  # why training stopped before train.epochs, if it did
 
     @property
     def best_val_acc(self) -> float:
@@ -166,8 +169,7 @@ def run_training(
     if resume is not None:
         state, run_id = resolve_resume(resume)
         config = from_dict(ExperimentConfig, state["config"])
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    is_main = rank == 0
+    is_main = (dist.get_rank() if dist.is_initialized() else 0) == 0
     track = track and is_main
     if track:
         tracking.configure_tracking(check=True)  # an unreachable server fails here, before any work
@@ -178,86 +180,108 @@ def run_training(
     if tuple(data.input_size) != tuple(config.data.input_size):
         raise MnrError(f"data decoded at {data.input_size} but data.input_size is {config.data.input_size}")
 
-    if track:
-        tags = {
-            "model": config.model.name,
-            "data.digest": data.digest,
-            "data.source": str(data.paths.train),
-            "mnr.resumed": "true" if state is not None else "false",
-        }
-        commit = tracking.git_commit()
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
-        tags.update(extra_tags or {})
-        if run_id is None:
-            run_id = tracking.create_run(
-                experiment=config.tracking.experiment, run_name=_run_name(config), tags=tags, parent_run_id=parent_run_id
-            )
-        else:
-            tracking.client().update_run(run_id, status="RUNNING")
-            for key, value in tags.items():
-                tracking.client().set_tag(run_id, key, value)
-        try:
-            tracking.log_params(run_id, config)
-            tracking.log_dataset(run_id, name=f"{data.paths.train.parent.name}/{data.paths.train.name}", digest=data.digest, source=str(data.paths.train))
-        except BaseException as exc:  # e.g. an unwritable artifact store: the run must not stay RUNNING
-            tracking.end_run(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-            raise
-    if dist.is_initialized():  # every rank learns rank 0's run id, for the checkpoint folder
-        shared = [run_id]
-        dist.broadcast_object_list(shared, src=0)
-        run_id = shared[0]
+    run = (
+        tracking.tracked_run(
+            experiment=config.tracking.experiment,
+            run_name=_run_name(config),
+            tags=_run_tags(config, data, resumed=state is not None, extra=extra_tags),
+            parent_run_id=parent_run_id,
+            run_id=run_id,
+        )
+        if track
+        else contextlib.nullcontext(run_id)
+    )
+    try:
+        with run as run_id:
+            if track:
+                tracking.log_params(run_id, config)
+                tracking.log_dataset(run_id, name=f"{data.paths.train.parent.name}/{data.paths.train.name}", digest=data.digest, source=str(data.paths.train))
+            run_id = _shared_run_id(run_id)
+            checkpoint_dir = None
+            if save_checkpoints:
+                checkpoint_dir = settings.MNR_CHECKPOINT_DIR.path() / (run_id or f"local-{os.getpid()}")
+            try:
+                return _train(
+                    model, config, data, run_id=run_id if track else None, state=state,
+                    checkpoint_dir=checkpoint_dir, extra_callbacks=extra_callbacks,
+                    final_evaluation=final_evaluation and is_main,
+                )
+            except BaseException:
+                if track:
+                    _keep_last_checkpoint(run_id, checkpoint_dir)
+                raise
+    except KeyboardInterrupt:
+        if track and save_checkpoints:  # trials keep no checkpoints, so they have nothing to resume
+            print(f"mnr: run {run_id} marked KILLED; resume with: mnr train --resume {run_id}", file=sys.stderr)
+        raise
 
-    checkpoint_dir = None
-    if save_checkpoints:
-        checkpoint_dir = settings.MNR_CHECKPOINT_DIR.path() / (run_id or f"local-{os.getpid()}")
-    callbacks = _callbacks(config, run_id=run_id if track else None, checkpoint_dir=checkpoint_dir) + list(extra_callbacks)
+
+def _run_tags(config: ExperimentConfig, data: TrainingData, *, resumed: bool, extra: dict[str, str] | None) -> dict[str, str]:
+    tags = {
+        "model": config.model.name,
+        "data.digest": data.digest,
+        "data.source": str(data.paths.train),
+        "mnr.resumed": "true" if resumed else "false",
+    }
+    commit = tracking.git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    tags.update(extra or {})
+    return tags
+
+
+def _shared_run_id(run_id: str | None) -> str | None:
+    """Under torchrun every rank learns rank 0's run id, for the checkpoint folder."""
+    if not dist.is_initialized():
+        return run_id
+    shared = [run_id]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
+def _train(
+    model: torch.nn.Module,
+    config: ExperimentConfig,
+    data: TrainingData,
+    *,
+    run_id: str | None,
+    state: dict[str, Any] | None,
+    checkpoint_dir: Path | None,
+    extra_callbacks: Sequence[Callback],
+    final_evaluation: bool,
+) -> TrainResult:
+    """Fit, reload the best weights, evaluate them and log the results to run `run_id` (if any)."""
+    callbacks = _callbacks(config, run_id=run_id, checkpoint_dir=checkpoint_dir) + list(extra_callbacks)
     device = resolve_device(config.train.device)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-
-    status = "FAILED"
-    result = TrainResult(run_id=run_id, status=status, history=[], checkpoint_dir=checkpoint_dir)
-    try:
-        fitted = fit(
-            model,
-            config=config,
-            train_images=torch.from_numpy(data.train_images),
-            train_labels=torch.from_numpy(data.train_labels),
-            val_images=torch.from_numpy(data.val_images),
-            val_labels=torch.from_numpy(data.val_labels),
-            callbacks=callbacks,
-            resume=state,
-            device=device,
-        )
-        result.history = fitted.history
-        checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
-        if checkpoint is not None and checkpoint.best_path.is_file():
-            model.load_state_dict(load_checkpoint(checkpoint.best_path)["model"])
-        model = model.to(device)
-        if is_main and final_evaluation:
-            result.final_metrics = _final_evaluation(model, data, config, run_id=run_id if track else None, device=device)
-        if track:
-            tracking.log_metrics(run_id, {**result.final_metrics, "epochs_run": float(fitted.epochs)}, step=fitted.epochs)
-            if checkpoint is not None and config.tracking.checkpoint_artifacts and checkpoint.best_path.is_file():
-                tracking.log_artifact(run_id, checkpoint.best_path, artifact_path="checkpoints")
-            if config.tracking.log_model:
-                result.model_uri = _log_model(model.cpu(), config, run_id=run_id, checkpoint=checkpoint)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except DivergedError:
-        status = "FAILED"
-        raise
-    finally:
-        result.status = status
-        if track and run_id is not None:
-            if status != "FINISHED":
-                _keep_last_checkpoint(run_id, checkpoint_dir)
-            tracking.end_run(run_id, status)
-            if status == "KILLED" and checkpoint_dir is not None:  # trials keep no checkpoints
-                print(f"mnr: run {run_id} marked KILLED; resume with: mnr train --resume {run_id}", file=sys.stderr)
+    fitted = fit(
+        model,
+        config=config,
+        train_images=torch.from_numpy(data.train_images),
+        train_labels=torch.from_numpy(data.train_labels),
+        val_images=torch.from_numpy(data.val_images),
+        val_labels=torch.from_numpy(data.val_labels),
+        callbacks=callbacks,
+        resume=state,
+        device=device,
+    )
+    result = TrainResult(
+        run_id=run_id, status="FINISHED", history=fitted.history, checkpoint_dir=checkpoint_dir,
+        stop_reason=fitted.stop_reason,
+    )
+    checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
+    if checkpoint is not None and checkpoint.best_path.is_file():
+        model.load_state_dict(load_checkpoint(checkpoint.best_path)["model"])
+    model = model.to(device)
+    if final_evaluation:
+        result.final_metrics = _final_evaluation(model, data, config, run_id=run_id, device=device)
+    if run_id is not None:
+        tracking.log_metrics(run_id, {**result.final_metrics, "epochs_run": float(fitted.epochs)}, step=fitted.epochs)
+        if checkpoint is not None and config.tracking.checkpoint_artifacts and checkpoint.best_path.is_file():
+            tracking.log_artifact(run_id, checkpoint.best_path, artifact_path="checkpoints")
+        if config.tracking.log_model:
+            result.model_uri = _log_model(model.cpu(), config, run_id=run_id)
     return result
 
 
@@ -271,16 +295,16 @@ def _keep_last_checkpoint(run_id: str, checkpoint_dir: Path | None) -> None:
         pass  # the local file is still there; resume uses it first
 
 
-def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str, checkpoint: ModelCheckpoint | None) -> str:
+def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str) -> str:
     """Log the final model: the image-taking pyfunc predictor, and the raw torch module.
 
-    `model` holds the best weights. The predictor (`mnr.serving`) is what `tracking.register`
+    `model` holds the best weights. The predictor (`mnr.tracking.serving`) is what `model_registry.register_run`
     registers and what `mnr predict` and `mlflow models serve` load; the raw module stays for
     `mlflow.pytorch.load_model`, and its URI is returned. The predictor is logged first so that
     the run's newest logged model is the raw module, as before.
     """
-    from mnr import serving
     from mnr.config import to_dict
+    from mnr.tracking import serving
 
     height, width = config.data.input_size
     example = np.zeros((2, 3, height, width), dtype=np.float32)  # batch 1 would pin the exported batch size

@@ -23,8 +23,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mnr import registry, tracking
-from mnr.callbacks import load_checkpoint
+from mnr import tracking
+from mnr.checkpoint import load_checkpoint
 from mnr.cli import main
 from mnr.config import resolve_config
 from mnr.data.images import decode_png
@@ -32,6 +32,7 @@ from mnr.engine import predict_logits
 from mnr.errors import MnrError
 from mnr.models import create_model
 from mnr.predict import Predictor, load_predictor
+from mnr.tracking import model_registry
 from mnr.training import run_training
 
 NAME = "piano-test"
@@ -66,7 +67,7 @@ def trained(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Train
                        f"tracking.register={NAME}", "optim.lr=0.02"],
         )
         result = run_training(config, progress=False)
-        registry.promote(NAME, 1, "champion")
+        model_registry.promote(NAME, 1, "champion")
         mlflow.set_tracking_uri(None)  # forget the global URI MLflow keeps; each test sets its own
     assert result.status == "FINISHED"
     return Trained(
@@ -245,14 +246,14 @@ def test_register_and_promote_move_the_alias(store: Trained) -> None:
     assert str(client.get_model_version_by_alias("piano-promote", "champion").version) == "2"
     version = client.get_model_version("piano-promote", "2")
     assert version.run_id == store.run_id
-    assert registry.find_predictor(store.run_id).model_id in (version.model_id or version.source)
+    assert tracking.find_predictor(store.run_id).model_id in (version.model_id or version.source)
     missing = runner.invoke(main, ["promote", "piano-promote", "9", "--alias", "champion"])
     assert missing.exit_code == 2 and "no version 9" in missing.output
 
 
 def test_register_a_run_without_a_predictor_is_a_clear_error(store: Trained) -> None:
-    run_id = tracking.create_run(experiment="empty-runs")
-    tracking.end_run(run_id, "FINISHED")
+    with tracking.tracked_run(experiment="empty-runs") as run_id:
+        pass
     result = CliRunner().invoke(main, ["register", run_id, "--name", "nothing"])
     assert result.exit_code == 2 and "logged no 'predictor'" in result.output
     result = CliRunner().invoke(main, ["register", "0" * 32, "--name", "nothing"])
@@ -266,7 +267,7 @@ def test_models_registered_lists_versions_aliases_and_accuracy(store: Trained) -
     assert header.split() == ["NAME", "VERSION", "ALIASES", "VAL_ACC", "RUN_ID"]
     val_accuracy = tracking.client().get_run(store.run_id).data.metrics["val_accuracy"]
     assert row.split() == [NAME, "1", "champion", f"{val_accuracy:.4f}", store.run_id]
-    rows = registry.list_registered(NAME)
+    rows = model_registry.list_registered(NAME)
     assert rows[0]["aliases"] == ["champion"] and rows[0]["val_accuracy"] == pytest.approx(val_accuracy)
     assert "no registered models" in CliRunner().invoke(main, ["models", "--registered", "zzz*"]).output
 

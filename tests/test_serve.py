@@ -17,10 +17,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import TINY
 
-from mnr import registry
 from mnr.config import resolve_config
 from mnr.predict import load_predictor
+from mnr.tracking import model_registry
 from mnr.training import run_training
 
 NAME = "piano-serve"
@@ -64,11 +65,11 @@ def test_served_champion_answers_base64_pngs(synth_root: Path, isolated: Path) -
     config = resolve_config(
         model="bn_cnn",
         options={"data.path": str(synth_root), "train.epochs": 2, "train.batch_size": 8},
-        overrides=["data.input_size=[32,32]", "train.eval_batch_size=64", "tracking.log_model=true",
+        overrides=[*TINY, "tracking.log_model=true",
                    f"tracking.register={NAME}", "optim.lr=0.02"],
     )
     assert run_training(config, progress=False).status == "FINISHED"
-    registry.promote(NAME, 1, "champion")
+    model_registry.promote(NAME, 1, "champion")
     images = sorted((synth_root / "test").glob("*.png"))[:2]
     expected = load_predictor(f"models:/{NAME}@champion", device="cpu").predict(images, top_k=2)
 

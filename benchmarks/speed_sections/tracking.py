@@ -132,41 +132,40 @@ def section_tracking(data: Any, *, pairs: int, epochs: int, limit: int | None) -
     with _temporary_store():
         tracking.configure_tracking()
         started = time.perf_counter()
-        run_id = tracking.create_run(experiment="speed-benchmark", run_name="tracking-overhead")
-        config = seed_config("baseline_cnn", f"train.epochs={epochs}")
-        tracking.log_params(run_id, config)
-        tracking.log_dataset(
-            run_id, name="builtin/train", digest=data.digest, source=str(data.paths.train)
-        )
-        setup_seconds = (
-            time.perf_counter() - started
-        )  # once per run, not per epoch (store creation included)
-        count = limit or len(data.train_images)
-        arrays = {
-            "train_images": torch.from_numpy(data.train_images[:count]),
-            "train_labels": torch.from_numpy(data.train_labels[:count]),
-            "val_images": torch.from_numpy(data.val_images),
-            "val_labels": torch.from_numpy(data.val_labels),
-        }
-        hook_seconds: list[float] = []
-
-        def run(tracked: bool) -> dict[str, float]:
-            make_logger = partial(tracking.MlflowLogger, run_id) if tracked else None
-            return _fit_per_epoch(
-                config, arrays, epochs=epochs, make_logger=make_logger, hook_seconds=hook_seconds
+        with tracking.tracked_run(experiment="speed-benchmark", run_name="tracking-overhead") as run_id:
+            config = seed_config("baseline_cnn", f"train.epochs={epochs}")
+            tracking.log_params(run_id, config)
+            tracking.log_dataset(
+                run_id, name="builtin/train", digest=data.digest, source=str(data.paths.train)
             )
+            setup_seconds = (
+                time.perf_counter() - started
+            )  # once per run, not per epoch (store creation included)
+            count = limit or len(data.train_images)
+            arrays = {
+                "train_images": torch.from_numpy(data.train_images[:count]),
+                "train_labels": torch.from_numpy(data.train_labels[:count]),
+                "val_images": torch.from_numpy(data.val_images),
+                "val_labels": torch.from_numpy(data.val_labels),
+            }
+            hook_seconds: list[float] = []
 
-        log(
-            f"tracking: {pairs} x (off, on) fits of {epochs} epoch(s) each, baseline_cnn, {count} images"
-        )
-        run(False)  # warm-up, discarded: a process's first fit pays one-off allocation costs
-        hook_seconds.clear()
-        off, on = [], []
-        for index in range(pairs):
-            order = (False, True) if index % 2 == 0 else (True, False)
-            for tracked in order:
-                (on if tracked else off).append(run(tracked))
-        tracking.end_run(run_id, "FINISHED")
+            def run(tracked: bool) -> dict[str, float]:
+                make_logger = partial(tracking.MlflowLogger, run_id) if tracked else None
+                return _fit_per_epoch(
+                    config, arrays, epochs=epochs, make_logger=make_logger, hook_seconds=hook_seconds
+                )
+
+            log(
+                f"tracking: {pairs} x (off, on) fits of {epochs} epoch(s) each, baseline_cnn, {count} images"
+            )
+            run(False)  # warm-up, discarded: a process's first fit pays one-off allocation costs
+            hook_seconds.clear()
+            off, on = [], []
+            for index in range(pairs):
+                order = (False, True) if index % 2 == 0 else (True, False)
+                for tracked in order:
+                    (on if tracked else off).append(run(tracked))
         logged = tracking.client().get_metric_history(run_id, "val_acc")
         result = _overhead_record(
             off,

@@ -4,7 +4,7 @@
 checkpoint (by name, through the model registry: no pickled instance is ever loaded) and applies
 exactly the training preprocessing: `decode_png` at the model's `input_config.input_size`, then
 `to_model_input` with its mean and std inside `predict_logits`. The MLflow pyfunc in
-`mnr.serving` wraps a `Predictor`; `mnr predict` unwraps it again, so that a folder is decoded in
+`mnr.tracking.serving` wraps a `Predictor`; `mnr predict` unwraps it again, so that a folder is decoded in
 parallel processes and run through the model in batches rather than one request at a time.
 
 Inputs may be file paths, PNG bytes, base64 strings of PNG bytes (what a served request holds),

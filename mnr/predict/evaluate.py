@@ -152,7 +152,7 @@ def log_evaluation(evaluation: Evaluation, *, experiment: str = "mnr") -> str:
     from mnr import tracking
 
     tracking.configure_tracking(check=True)
-    run_id = tracking.create_run(
+    with tracking.tracked_run(
         experiment=experiment,
         run_name=f"evaluate {evaluation.model_uri} on {evaluation.folder.name}",
         tags={
@@ -160,15 +160,10 @@ def log_evaluation(evaluation: Evaluation, *, experiment: str = "mnr") -> str:
             "mnr.model_uri": evaluation.model_uri,
             "mnr.data": str(evaluation.folder),
         },
-    )
-    status = "FAILED"
-    try:
+    ) as run_id:
         tracking.log_metrics(run_id, {**evaluation.metrics, "images": float(evaluation.count)})
         for path in (evaluation.confusion_matrix_path, evaluation.per_class_path):
             if path is not None:
                 tracking.log_artifact(run_id, path)
-        status = "FINISHED"
-    finally:
-        tracking.end_run(run_id, status)
     evaluation.run_id = run_id
     return run_id

@@ -116,7 +116,7 @@ def predict_folder(
     """
     from tqdm.auto import tqdm
 
-    from mnr.data.cache import map_images
+    from mnr.data.parallel import map_images
 
     image_set = folder if isinstance(folder, ImageSet) else list_images(folder, truth=truth)
     problems = list(image_set.errors)

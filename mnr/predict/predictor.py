@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from mnr.config import DEFAULT_INPUT_SIZE
 from mnr.errors import MnrError
 from mnr.labels import MIDI_OFFSET, label_to_name
 from mnr.predict.inputs import as_items, to_pixels
@@ -68,7 +69,7 @@ def model_from_checkpoint(
         input_config = InputConfig.from_dict(state["input_config"])
     else:
         input_config = InputConfig(
-            input_size=tuple((config.get("data") or {}).get("input_size", (128, 128)))
+            input_size=tuple((config.get("data") or {}).get("input_size", DEFAULT_INPUT_SIZE))
         )
     model = create_model(
         name,
@@ -126,7 +127,7 @@ class Predictor:
         batch_size: int | None = None,
     ) -> Predictor:
         """A predictor from a checkpoint file (loaded with weights_only=True) or its dict."""
-        from mnr.callbacks import load_checkpoint
+        from mnr.checkpoint import load_checkpoint
 
         state = source if isinstance(source, dict) else load_checkpoint(source)
         return cls(
@@ -242,7 +243,9 @@ def load_predictor(
     checkpoint = _checkpoint_path(model_uri)
     if checkpoint is not None:
         return Predictor.from_checkpoint(checkpoint, device=resolved, batch_size=batch_size)
-    python_model = _load_python_model(model_uri)
+    from mnr.tracking.models import load_python_model
+
+    python_model = load_python_model(model_uri)
     predictor = getattr(python_model, "predictor", None)
     if not isinstance(predictor, Predictor):
         raise MnrError(
@@ -254,42 +257,3 @@ def load_predictor(
     if resolved is not None:
         predictor.to(resolved)
     return predictor
-
-
-def _load_python_model(model_uri: str) -> Any:
-    """Load an MLflow pyfunc and return its Python model; MLflow's failures become MnrErrors."""
-    from mnr import tracking
-
-    scheme = urlparse(model_uri).scheme
-    if scheme in ("models", "runs"):
-        tracking.configure_tracking(
-            check=True
-        )  # an unreachable server fails in seconds, not minutes
-        if scheme == "runs" and len(model_uri.removeprefix("runs:/").strip("/").split("/")) == 1:
-            model_uri = (
-                model_uri.rstrip("/") + "/predictor"
-            )  # runs:/RUN_ID means the run's predictor
-    elif scheme == "" and not Path(model_uri).expanduser().exists():
-        raise MnrError(
-            f"{model_uri!r} is neither a model URI (models:/NAME@alias, models:/NAME/VERSION, "
-            "runs:/RUN_ID/predictor) nor an existing checkpoint file or model folder"
-        )
-    import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-
-    try:
-        loaded = mlflow.pyfunc.load_model(model_uri)
-    except MlflowException as exc:
-        raise MnrError(
-            f"cannot load model {model_uri}: {exc.message.strip().splitlines()[0]}. "
-            "List registered models with `mnr models --registered`."
-        ) from None
-    except OSError as exc:
-        raise MnrError(f"cannot load model {model_uri}: {exc}") from None
-    try:
-        return loaded.unwrap_python_model()
-    except MlflowException:
-        raise MnrError(
-            f"{model_uri} is not an mnr predictor (it has no Python model); use the model that "
-            "`mnr train` logs as 'predictor', e.g. runs:/RUN_ID/predictor"
-        ) from None

@@ -38,7 +38,8 @@ __all__ = [
     "child_run",
     "close_child",
     "fail_trials_of_dead_workers",
-    "parent_run",
+    "find_parent",
+    "parent_tags",
     "worker",
 ]
 
@@ -51,30 +52,29 @@ PARENT_WAIT_SECONDS = 120.0  # how long a second process waits for the first to 
 
 
 # --------------------------------------------------------------------------------- parent run
-def parent_run(
-    study: optuna.Study,
-    created: bool,
-    config: ExperimentConfig,
-    *,
-    study_name: str,
-    storage_text: str,
-    space: list[SearchParam],
-) -> str:
-    """The study's MLflow parent run: created with the study, found again when it resumes.
+def parent_tags(config: ExperimentConfig, *, study_name: str, storage_text: str, space: list[SearchParam]) -> dict[str, str]:
+    """The tags that name a study's parent run (and find it again when the study resumes)."""
+    return {
+        STUDY_TAG: study_name,
+        STORAGE_TAG: storage_text,
+        "mnr.role": "study",
+        "model": config.model.name,
+        "mnr.search_space": "; ".join(p.describe() for p in space),
+    }
 
-    The creating process makes the run and stores its id in the study; a process that loaded the
-    study waits for that id (another process may be creating it right now). A study whose parent
-    is missing (say, a new tracking store) gets one from the runs tagged with its name and
-    storage, or a new one.
+
+def find_parent(
+    study: optuna.Study, created: bool, config: ExperimentConfig, *, study_name: str, storage_text: str
+) -> str | None:
+    """The id of the study's MLflow parent run if it has one; None when it needs a new one.
+
+    A study this process just created has none yet. A process that loaded the study waits for
+    the creator to store the id (it may be creating the run right now). A study whose parent is
+    missing (say, a new tracking store) gets the run tagged with its name and storage, if any.
     """
-    tracking.configure_tracking(check=True)
-    experiment = config.tracking.experiment
     if created:
-        parent = _create_parent(
-            config, study_name=study_name, storage_text=storage_text, space=space
-        )
-        study.set_user_attr(PARENT_ATTR, parent)
-        return parent
+        return None
+    experiment = config.tracking.experiment
     deadline = time.monotonic() + PARENT_WAIT_SECONDS
     parent = study.user_attrs.get(PARENT_ATTR)
     while parent is None and time.monotonic() < deadline and _no_finished_trials(study):
@@ -88,38 +88,12 @@ def parent_run(
                 f"study {study_name!r} records its trials in another MLflow experiment (id "
                 f"{run.info.experiment_id}); pass that --experiment, or use another --study-name"
             )
-        if run.info.status != "RUNNING":
-            tracking.set_run_status(parent, "RUNNING")
         return parent
     found = tracking.find_runs(
         experiment=experiment,
         tags={STUDY_TAG: study_name, STORAGE_TAG: storage_text, "mnr.role": "study"},
     )
-    parent = (
-        found[0].info.run_id
-        if found
-        else _create_parent(config, study_name=study_name, storage_text=storage_text, space=space)
-    )
-    if found:
-        tracking.set_run_status(parent, "RUNNING")
-    study.set_user_attr(PARENT_ATTR, parent)
-    return parent
-
-
-def _create_parent(
-    config: ExperimentConfig, *, study_name: str, storage_text: str, space: list[SearchParam]
-) -> str:
-    return tracking.create_run(
-        experiment=config.tracking.experiment,
-        run_name=study_name,
-        tags={
-            STUDY_TAG: study_name,
-            STORAGE_TAG: storage_text,
-            "mnr.role": "study",
-            "model": config.model.name,
-            "mnr.search_space": "; ".join(p.describe() for p in space),
-        },
-    )
+    return found[0].info.run_id if found else None
 
 
 def _no_finished_trials(study: optuna.Study) -> bool:

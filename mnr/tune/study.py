@@ -27,7 +27,13 @@ from mnr.errors import MnrError
 from mnr.training import TrainResult, load_data, run_training
 from mnr.tune.objective import Objective
 from mnr.tune.report import best_trial, log_study, progress_line
-from mnr.tune.runs import STUDY_TAG, fail_trials_of_dead_workers, parent_run
+from mnr.tune.runs import (
+    PARENT_ATTR,
+    STUDY_TAG,
+    fail_trials_of_dead_workers,
+    find_parent,
+    parent_tags,
+)
 from mnr.tune.samplers import make_pruner, make_sampler
 from mnr.tune.space import parse_search_space, trial_config
 from mnr.tune.storage import describe_storage, make_storage
@@ -97,29 +103,34 @@ def tune(
         pruner=the_pruner,
         direction=_direction(config),
     )
-    parent = parent_run(
-        study, created, config, study_name=study_name, storage_text=storage_text, space=space
-    )
-    if not isinstance(optuna_storage, optuna.storages.RDBStorage):  # an RDB has heartbeats instead
-        fail_trials_of_dead_workers(study, experiment=config.tracking.experiment, parent=parent)
-    objective = Objective(
-        config=config,
-        space=space,
-        data=data,
-        parent=parent,
-        study_name=study_name,
-        epochs=tune_epochs,
-        save_weights=save_weights,
-    )
-    best, registered = _run_study(
-        study,
-        objective,
-        trials=trials,
-        timeout=timeout,
-        n_jobs=n_jobs,
-        register=register,
-        progress=progress,
-    )
+    found = find_parent(study, created, config, study_name=study_name, storage_text=storage_text)
+    with tracking.tracked_run(
+        experiment=config.tracking.experiment,
+        run_name=study_name,
+        tags=parent_tags(config, study_name=study_name, storage_text=storage_text, space=space),
+        run_id=found,
+    ) as parent:
+        study.set_user_attr(PARENT_ATTR, parent)
+        if not isinstance(optuna_storage, optuna.storages.RDBStorage):  # an RDB has heartbeats
+            fail_trials_of_dead_workers(study, experiment=config.tracking.experiment, parent=parent)
+        objective = Objective(
+            config=config,
+            space=space,
+            data=data,
+            parent=parent,
+            study_name=study_name,
+            epochs=tune_epochs,
+            save_weights=save_weights,
+        )
+        best, registered = _run_study(
+            study,
+            objective,
+            trials=trials,
+            timeout=timeout,
+            n_jobs=n_jobs,
+            register=register,
+            progress=progress,
+        )
     return TuneResult(
         study=study,
         parent_run_id=parent,
@@ -203,13 +214,13 @@ def _run_study(
     """Run the trials, log the study, retrain the best if asked; return (best, retrained run).
 
     A failing trial does not stop the study (`catch`); an interrupt does, after the running
-    trials are recorded. Either way the signal handlers are restored and the parent run ended.
+    trials are recorded. Either way the signal handlers are restored (the caller's
+    `tracked_run` ends the parent run).
     """
     parent = objective.parent
     callbacks = [progress_line] if progress else []
     previous = _install_interrupts(objective.stop)
     registered: str | None = None
-    status = "FAILED"
     try:
         study.optimize(
             objective,
@@ -223,14 +234,9 @@ def _run_study(
         log_study(study, parent, best=best, monitor=objective.config.train.monitor)
         if register is not None:
             registered = _register_best(objective, best, register=register, progress=progress)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        tracking.end_run(parent, status)
     return best, registered
 
 

@@ -1,7 +1,7 @@
 """The MLflow model registry: register a run's predictor, move aliases, list what is registered.
 
 A registered version always points at the image-taking pyfunc that `mnr train` logs as
-``predictor`` (`mnr.serving`), never at the raw torch module, so that ``models:/NAME@champion``
+``predictor`` (`mnr.tracking.serving`), never at the raw torch module, so that ``models:/NAME@champion``
 can be given as is to `mnr predict`, `mnr evaluate` and `mlflow models serve`. Versions are
 named by aliases (``champion``, ``challenger``), not by the deprecated stages: promoting is
 moving an alias, and rolling back is moving it back.
@@ -20,47 +20,18 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mnr import tracking
 from mnr.errors import MnrError
+from mnr.tracking.models import find_predictor, mlflow_error
+from mnr.tracking.store import client, configure_tracking, tracking_uri
 
-__all__ = ["find_predictor", "format_registered", "list_registered", "promote", "register_run"]
+__all__ = ["format_registered", "list_registered", "promote", "register_run"]
 
 _ACCURACY_METRICS = ("val_accuracy", "val_acc")  # final evaluation first, else the last epoch's
 
 
 def _client() -> Any:
-    tracking.configure_tracking(check=True)  # an unreachable server fails in seconds
-    return tracking.client()
-
-
-def _mlflow_error(exc: Exception) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    return message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-
-
-def find_predictor(run_id: str) -> Any:
-    """The `LoggedModel` named ``predictor`` that run `run_id` logged (the newest, if several)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from mnr.serving import PREDICTOR_NAME
-
-    client = _client()
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise MnrError(f"no MLflow run {run_id!r} in {tracking.tracking_uri()} ({_mlflow_error(exc)})") from None
-    found = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id],
-        filter_string=f"name = '{PREDICTOR_NAME}' AND source_run_id = '{run_id}'",
-        output_format="list",
-    )
-    if not found:
-        raise MnrError(
-            f"run {run_id} logged no {PREDICTOR_NAME!r} model; train with tracking.log_model=true "
-            "(the default) to log one, then register it"
-        )
-    return found[0]
+    configure_tracking(check=True)  # an unreachable server fails in seconds
+    return client()
 
 
 def register_run(run_id: str, *, name: str, alias: str | None = None) -> Any:
@@ -76,7 +47,7 @@ def register_run(run_id: str, *, name: str, alias: str | None = None) -> Any:
     try:
         version = mlflow.register_model(f"models:/{logged.model_id}", name)
     except MlflowException as exc:
-        raise MnrError(f"cannot register run {run_id} as {name!r}: {_mlflow_error(exc)}") from None
+        raise MnrError(f"cannot register run {run_id} as {name!r}: {mlflow_error(exc)}") from None
     if alias:
         return promote(name, version.version, alias)
     return version
@@ -92,14 +63,14 @@ def promote(name: str, version: str | int, alias: str) -> Any:
         client.get_model_version(name, str(version))
     except MlflowException as exc:
         raise MnrError(
-            f"registered model {name!r} has no version {version} ({_mlflow_error(exc)}); "
+            f"registered model {name!r} has no version {version} ({mlflow_error(exc)}); "
             "see `mnr models --registered`"
         ) from None
     try:
         client.set_registered_model_alias(name, alias, str(version))
         return client.get_model_version(name, str(version))
     except MlflowException as exc:
-        raise MnrError(f"cannot set alias {alias!r} of {name!r} to version {version}: {_mlflow_error(exc)}") from None
+        raise MnrError(f"cannot set alias {alias!r} of {name!r} to version {version}: {mlflow_error(exc)}") from None
 
 
 def _check_name(value: str, option: str) -> None:
@@ -135,7 +106,7 @@ def list_registered(pattern: str | None = None) -> list[dict[str, Any]]:
     try:
         models = list(_all_registered(client))
     except MlflowException as exc:
-        raise MnrError(f"cannot list registered models in {tracking.tracking_uri()}: {_mlflow_error(exc)}") from None
+        raise MnrError(f"cannot list registered models in {tracking_uri()}: {mlflow_error(exc)}") from None
     rows: list[dict[str, Any]] = []
     cache: dict[str, float | None] = {}
     for model in sorted(models, key=lambda m: m.name):

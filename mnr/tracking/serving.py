@@ -106,39 +106,32 @@ def log_predictor(
     model in a subprocess and cost seconds.
     """
     import numpy as np
-    import torch
 
-    from mnr import tracking
+    from mnr.checkpoint import model_state, save_checkpoint
     from mnr.data.images import png_bytes
+    from mnr.tracking.models import requirements
+    from mnr.tracking.runs import fluent_run
 
-    input_config = model.input_config
-    height, width = input_config.input_size
-    state = {
-        "format": "mnr-checkpoint-1",
-        "model_name": getattr(model, "model_name", type(model).__name__),
-        "input_config": input_config.to_dict(),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": config,
-        "run_id": run_id,
-    }
+    height, width = model.input_config.input_size
+    state = model_state(model, config=config, run_id=run_id)
     example = pd.DataFrame(
         {"image": [base64.b64encode(png_bytes(np.zeros((height, width, 3), dtype=np.uint8))).decode()]}
     )
     module = (config.get("model") or {}).get("module")
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "checkpoint.pt"
-        torch.save(state, checkpoint)
+        save_checkpoint(state, checkpoint)
         artifacts = {"checkpoint": str(checkpoint)}
         if module and str(module).endswith(".py") and Path(module).expanduser().is_file():
             artifacts["model_module"] = str(Path(module).expanduser())
-        with tracking.fluent_run(run_id):
+        with fluent_run(run_id):
             info = mlflow.pyfunc.log_model(
                 name=PREDICTOR_NAME,
                 python_model=str(Path(__file__).resolve()),
                 artifacts=artifacts,
                 signature=predictor_signature(),
                 input_example=example,
-                pip_requirements=tracking.requirements(),
+                pip_requirements=requirements(),
                 registered_model_name=registered_name,
             )
     return info.model_uri

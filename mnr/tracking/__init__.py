@@ -1,0 +1,61 @@
+"""Everything that talks to MLflow: the store, runs, what they record, models and the registry.
+
+- `store`: which tracking store, whether it answers, a client.
+- `runs`: `tracked_run`, the one place that starts and ends runs; finding runs; tags.
+- `recording`: params, metrics, artifacts, datasets, and the per-epoch `MlflowLogger` callback.
+- `models`: logging the raw torch module, finding a run's predictor.
+- `serving`: the image-taking pyfunc predictor (logged as code), imported where it is used.
+- `model_registry`: registering predictors, aliases, listing versions, imported where it is used.
+
+The common names are importable from `mnr.tracking` itself.
+"""
+
+from __future__ import annotations
+
+from mnr.tracking.models import find_predictor, log_pytorch_model, mlflow_error, requirements
+from mnr.tracking.recording import (
+    MlflowLogger,
+    log_artifact,
+    log_dataset,
+    log_metrics,
+    log_new_params,
+    log_params,
+    log_text,
+)
+from mnr.tracking.runs import (
+    PARENT_TAG,
+    find_runs,
+    fluent_run,
+    get_run,
+    git_commit,
+    set_run_status,
+    set_tags,
+    tracked_run,
+)
+from mnr.tracking.store import client, configure_tracking, experiment_id, tracking_uri
+
+__all__ = [
+    "PARENT_TAG",
+    "MlflowLogger",
+    "client",
+    "configure_tracking",
+    "experiment_id",
+    "find_predictor",
+    "find_runs",
+    "fluent_run",
+    "get_run",
+    "git_commit",
+    "log_artifact",
+    "log_dataset",
+    "log_metrics",
+    "log_new_params",
+    "log_params",
+    "log_pytorch_model",
+    "log_text",
+    "mlflow_error",
+    "requirements",
+    "set_run_status",
+    "set_tags",
+    "tracked_run",
+    "tracking_uri",
+]

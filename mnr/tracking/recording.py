@@ -1,0 +1,151 @@
+"""What a run records: params, metrics, artifacts and datasets, and the per-epoch logger.
+
+Per-epoch metrics are logged asynchronously (`synchronous=False`) so training never waits on the
+store; `tracked_run` flushes them when the run ends.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import DatasetInput, InputTag, Metric, Param
+from mlflow.exceptions import MlflowException
+
+from mnr.config import ExperimentConfig, flatten, to_dict, to_yaml
+from mnr.engine import Callback, FitContext
+from mnr.errors import MnrError
+from mnr.tracking.store import client
+
+__all__ = [
+    "MlflowLogger",
+    "log_artifact",
+    "log_dataset",
+    "log_metrics",
+    "log_new_params",
+    "log_params",
+    "log_text",
+]
+
+
+def log_params(run_id: str, config: ExperimentConfig) -> None:
+    """Log the resolved config flattened into params, skipping those a resumed run already has."""
+    mlflow_client = client()
+    existing = mlflow_client.get_run(run_id).data.params
+    params = [
+        Param(key, str(value)[:6000])
+        for key, value in flatten(to_dict(config)).items()
+        if key not in existing
+    ]
+    for start in range(0, len(params), 100):  # MLflow's per-batch limit
+        mlflow_client.log_batch(run_id, params=params[start : start + 100])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(to_yaml(config))
+        log_artifact(run_id, path)  # an unwritable artifact store is a clear error, before training
+
+
+def log_dataset(run_id: str, *, name: str, digest: str, source: str, context: str = "training") -> None:
+    """Record the dataset a run used through MLflow's dataset tracking (name, digest, source)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local paths
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = MetaDataset(source=resolve_dataset_source(source), name=name, digest=digest)
+    client().log_inputs(
+        run_id,
+        datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
+    )
+
+
+class MlflowLogger(Callback):
+    """Log per-epoch metrics to one run, without blocking training; only rank 0 logs."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._client = client()
+
+    def on_fit_start(self, ctx: FitContext) -> None:
+        if ctx.is_main and ctx.history:
+            self._log_missing_epochs(ctx.history)
+
+    def _log_missing_epochs(self, history: list[dict[str, float]]) -> None:
+        """On resume, log the checkpointed epochs whose metrics a killed process never sent.
+
+        Epoch metrics go out asynchronously, so a SIGKILL right after a checkpoint can lose the
+        last epoch's; the checkpoint's history still has them.
+        """
+        now = int(time.time() * 1000)
+        missing = []
+        for key in sorted({key for epoch in history for key in epoch if key != "epoch"}):
+            logged = {m.step for m in self._client.get_metric_history(self.run_id, key)}
+            missing += [
+                Metric(key, float(epoch[key]), now, step)
+                for step, epoch in enumerate(history, start=1)
+                if key in epoch and step not in logged
+            ]
+        for start in range(0, len(missing), 1000):  # MLflow's per-batch limit
+            self._client.log_batch(self.run_id, metrics=missing[start : start + 1000])
+
+    def on_epoch_end(self, ctx: FitContext, metrics: dict[str, float]) -> None:
+        if not ctx.is_main:
+            return
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, ctx.epoch) for key, value in metrics.items() if key != "epoch"]
+        self._client.log_batch(self.run_id, metrics=batch, synchronous=False)
+
+    def on_fit_end(self, ctx: FitContext, status: str) -> None:
+        if ctx.is_main:
+            mlflow.flush_async_logging()
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], *, step: int | None = None) -> None:
+    """Log a dict of metrics synchronously (final and test metrics)."""
+    now = int(time.time() * 1000)
+    client().log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+
+
+def log_artifact(run_id: str, path: str | Path, *, artifact_path: str | None = None) -> None:
+    """Upload one file; a failure (full disk, unwritable store) is a clear error."""
+    try:
+        client().log_artifact(run_id, str(path), artifact_path=artifact_path)
+    except (OSError, MlflowException) as exc:
+        raise MnrError(
+            f"cannot store artifact {Path(path).name} for run {run_id}: {exc}. "
+            "What was logged before is kept; free space or fix the artifact store's permissions."
+        ) from None
+
+
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    """Upload text as an artifact file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_text(text)
+        parent = str(Path(artifact_file).parent)
+        log_artifact(run_id, path, artifact_path=None if parent == "." else parent)
+
+
+def log_new_params(run_id: str, params: dict[str, Any]) -> list[str]:
+    """Log the params a run lacks; return the keys it already has with another value.
+
+    MLflow params are immutable, so a changed value cannot be written; the caller decides what
+    to do about it (e.g. also keep the current value in a tag).
+    """
+    for attempt in range(3):
+        existing = client().get_run(run_id).data.params
+        new = [Param(key, str(value)[:6000]) for key, value in params.items() if key not in existing]
+        try:
+            for start in range(0, len(new), 100):
+                client().log_batch(run_id, params=new[start : start + 100])
+            break
+        except MlflowException:
+            if attempt == 2:
+                raise
+            time.sleep(0.2)  # another process logged some of them just now: look again
+    existing = client().get_run(run_id).data.params
+    return [key for key, value in params.items() if existing.get(key, str(value)[:6000]) != str(value)[:6000]]

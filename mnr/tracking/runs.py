@@ -1,0 +1,197 @@
+"""Runs: the one place that starts, reopens and ends MLflow runs, and finds them again.
+
+Runs are created and written through an explicit `MlflowClient` and run id rather than MLflow's
+fluent "active run", because the fluent state is per thread: an Optuna study with `--n-jobs 2`
+runs trials in threads, and each trial must still land under the right parent. The fluent API is
+entered only where MLflow offers nothing else (logging a model), in the calling thread, by
+`fluent_run`.
+
+`tracked_run` is the lifecycle every command uses (train, each tuning trial and its study,
+evaluate --log, each cross-validation fold and its parent): create the run, or attach to the one
+`mlflow run` made, or reopen one to resume it; then end it FINISHED, KILLED on an interrupt
+(Ctrl-C, SIGTERM) or FAILED on an error, after flushing the metrics logged asynchronously. A run
+is never left RUNNING by a process that is still alive to end it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import mlflow
+from mlflow.entities import RunTag
+from mlflow.exceptions import MlflowException
+
+from mnr.errors import MnrError
+from mnr.tracking.store import client, experiment_id, tracking_uri
+
+__all__ = [
+    "PARENT_TAG",
+    "find_runs",
+    "fluent_run",
+    "get_run",
+    "git_commit",
+    "set_run_status",
+    "set_tags",
+    "tracked_run",
+]
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def git_commit() -> str | None:
+    """The current git commit of the working directory, when there is one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _create_run(
+    *,
+    experiment: str,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a run and return its id; under `mlflow run` (MLFLOW_RUN_ID set) use that run."""
+    mlflow_client = client()
+    attached = os.environ.get("MLFLOW_RUN_ID")
+    if attached and parent_run_id is None:
+        try:
+            mlflow_client.get_run(attached)
+        except MlflowException as exc:
+            raise MnrError(f"MLFLOW_RUN_ID={attached} is not a run in {tracking_uri()} ({exc})") from None
+        for key, value in (tags or {}).items():
+            mlflow_client.set_tag(attached, key, value)
+        return attached
+    all_tags = dict(tags or {})
+    if parent_run_id is not None:
+        all_tags[PARENT_TAG] = parent_run_id
+    run = mlflow_client.create_run(experiment_id(experiment), run_name=run_name, tags=all_tags)
+    return run.info.run_id
+
+
+def _reopen(run_id: str, tags: dict[str, str] | None) -> str:
+    """Mark an existing run RUNNING again (a resumed run) and update its tags."""
+    mlflow_client = client()
+    mlflow_client.update_run(run_id, status="RUNNING")
+    if tags:
+        set_tags(run_id, tags)
+    return run_id
+
+
+@contextmanager
+def tracked_run(
+    *,
+    experiment: str,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+    run_id: str | None = None,
+) -> Iterator[str]:
+    """A run for the block: created (or `run_id` reopened), then ended by how the block ends.
+
+    Yields the run id. The run ends FINISHED when the block returns, KILLED when it is
+    interrupted (KeyboardInterrupt, which the CLI also raises on SIGTERM) and FAILED on any other
+    exception, which is re-raised. A caller may re-mark a run afterwards with `set_run_status`
+    (a pruned trial is KILLED, not FAILED).
+
+    Example::
+
+        with tracked_run(experiment="mnr", run_name="try-1") as run_id:
+            log_metrics(run_id, {"val/acc": 0.9})
+    """
+    run_id = (
+        _reopen(run_id, tags)
+        if run_id is not None
+        else _create_run(experiment=experiment, run_name=run_name, tags=tags, parent_run_id=parent_run_id)
+    )
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        _end_run(run_id, status)
+
+
+def _end_run(run_id: str, status: str) -> None:
+    """Flush pending async writes and mark the run FINISHED, KILLED or FAILED."""
+    try:
+        mlflow.flush_async_logging()
+    except Exception:  # noqa: BLE001 - flushing must never hide the status update
+        pass
+    client().set_terminated(run_id, status=status)
+
+
+def set_run_status(run_id: str, status: str) -> None:
+    """Set a run's status without flushing: RUNNING reopens it (a resumed study's parent run);
+    FINISHED, KILLED or FAILED re-marks a run that `tracked_run` has already ended and flushed."""
+    if status == "RUNNING":
+        client().update_run(run_id, status="RUNNING")
+    else:
+        client().set_terminated(run_id, status=status)
+
+
+def get_run(run_id: str) -> Any | None:
+    """The run with this id, or None when the store has no such run (or it is deleted)."""
+    try:
+        run = client().get_run(run_id)
+    except MlflowException:
+        return None
+    return None if run.info.lifecycle_stage == "deleted" else run
+
+
+def find_runs(*, experiment: str, tags: dict[str, str], max_results: int = 100) -> list[Any]:
+    """Active runs of `experiment` that carry all of `tags`, newest first (none if no experiment)."""
+    found = client().get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    quoted = [f"tags.`{key}` = '{value.replace(chr(39), chr(39) * 2)}'" for key, value in tags.items()]
+    return list(
+        client().search_runs(
+            [found.experiment_id], " and ".join(quoted), max_results=max_results, order_by=["attributes.start_time DESC"]
+        )
+    )
+
+
+def set_tags(run_id: str, tags: dict[str, Any]) -> None:
+    """Set several tags on a run in one call (values become strings)."""
+    client().log_batch(run_id, tags=[RunTag(key, str(value)[:8000]) for key, value in tags.items()])
+
+
+@contextmanager
+def fluent_run(run_id: str) -> Iterator[None]:
+    """Make `run_id` MLflow's fluent active run in this thread for the block, then leave it
+    without changing its status (model logging only knows the fluent run)."""
+    active = mlflow.active_run()
+    started = active is None or active.info.run_id != run_id
+    if started:
+        mlflow.start_run(run_id=run_id)
+    try:
+        yield
+    finally:
+        if started:
+            _detach_fluent_run()
+
+
+def _detach_fluent_run() -> None:
+    """Leave the fluent active run without terminating it (the caller sets the final status).
+
+    MLflow has no public "detach": `end_run` would mark the run FINISHED. Re-marking it
+    RUNNING right after keeps the status honest until `tracked_run` decides it.
+    """
+    run = mlflow.active_run()
+    if run is None:
+        return
+    mlflow.end_run()
+    client().update_run(run.info.run_id, status="RUNNING")
