@@ -14,7 +14,7 @@ from PIL import Image
 from mnr.cli import main
 from mnr.data import check_folder, kfold_indices, load_images, scan_folder, stratified_split
 from mnr.data.folder import parse_truth
-from mnr.data.images import decode_png
+from mnr.data.images import decode_png, png_bytes
 from mnr.errors import MnrError
 from mnr.labels import (
     label_octave,
@@ -284,3 +284,16 @@ def test_kfold_covers_every_index_once() -> None:
     for train, val in folds:
         assert len(np.intersect1d(train, val)) == 0
         assert set(np.unique(labels[val])) == set(range(5))
+
+
+@pytest.mark.parametrize(("shape", "mode"), [((7, 5, 4), "RGBA"), ((7, 5, 3), "RGB"), ((7, 5), "L"), ((3, 7, 5), "RGB")])
+def test_png_bytes_round_trips(tmp_path: Path, shape: tuple[int, ...], mode: str) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    expected = image.transpose(1, 2, 0) if shape[0] == 3 else image  # 3 x H x W is channels first
+    expected[3] = expected[2]  # a repeated row takes the other filter (a view: `image` follows)
+    path = tmp_path / "x.png"
+    path.write_bytes(png_bytes(image))
+    with Image.open(path) as decoded:
+        assert decoded.mode == mode
+        assert np.array_equal(np.asarray(decoded), expected)

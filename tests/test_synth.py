@@ -9,17 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnr.data import synth
 from mnr.data.synth import (
     SynthConfig,
     generate_dataset,
     inharmonicity,
     mel_spectrogram_db,
-    png_bytes,
     render_note,
     spectrogram_image,
     synthesize_image,
 )
+from mnr.data.synth import dataset as synth_dataset
 from mnr.errors import MnrError
 from mnr.labels import MIDI_OFFSET, label_to_frequency
 
@@ -123,7 +122,7 @@ def test_a_failed_run_leaves_nothing_behind(
     def broken(job: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synth, "_write_one", broken)
+    monkeypatch.setattr(synth_dataset, "_write_one", broken)
     with pytest.raises(RuntimeError):
         generate_dataset(tmp_path / "out", per_class=1, labels=[0], workers=1, progress=False)
     assert list((tmp_path / "out").iterdir()) == []
@@ -178,14 +177,3 @@ def test_image_puts_low_frequencies_at_the_bottom() -> None:
     assert image.shape == (394, 520, 4) and image.dtype == np.uint8
     brightness = image[..., :3].astype(int).sum(axis=(1, 2))
     assert brightness[-1] > brightness[0]
-
-
-def test_png_bytes_round_trips(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(7, 5, 4), dtype=np.uint8)
-    image[3] = image[2]  # a repeated row takes the other filter
-    path = tmp_path / "x.png"
-    path.write_bytes(png_bytes(image))
-    with Image.open(path) as decoded:
-        assert decoded.mode == "RGBA"
-        assert np.array_equal(np.asarray(decoded), image)

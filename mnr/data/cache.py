@@ -17,25 +17,20 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mnr import settings
-from mnr.data.folder import ImageSet, Problem, raise_for_problems
+from mnr.data.folder import ImageSet, raise_for_problems
 from mnr.data.images import decode_png
-from mnr.errors import MnrError
+from mnr.data.parallel import map_images
 
-__all__ = ["CACHE_VERSION", "DecodedImages", "cache_key", "decode_images", "load_images", "map_images"]
+__all__ = ["CACHE_VERSION", "DecodedImages", "cache_key", "decode_images", "load_images"]
 
 CACHE_VERSION = 2  # bump when decode_png's output changes, to invalidate every old cache
-_CHUNK = 32  # images per worker task: amortises inter-process transfer
 
 
 @dataclass
@@ -66,60 +61,6 @@ def cache_key(image_set: ImageSet, *, size: tuple[int, int]) -> str:
 
 def _checksum(array: np.ndarray) -> str:
     return hashlib.blake2b(memoryview(np.ascontiguousarray(array)).cast("B"), digest_size=16).hexdigest()
-
-
-def _run_chunk(task: tuple[Callable[..., Any], list[str], list[str]]) -> list[Any]:
-    """Worker: apply `func` to a chunk; a failure comes back as its message, not an exception."""
-    func, paths, names = task
-    out: list[Any] = []
-    for path, name in zip(paths, names, strict=True):
-        try:
-            out.append(func(path, name=name))
-        except MnrError as exc:
-            out.append(_Failure(str(exc).removeprefix(f"{name}: ")))
-    return out
-
-
-@dataclass(frozen=True)
-class _Failure:
-    message: str
-
-
-def map_images(
-    func: Callable[..., Any],
-    image_set: ImageSet,
-    *,
-    workers: int | None = None,
-    progress: bool = True,
-    desc: str = "decoding",
-) -> tuple[list[Any], list[Problem]]:
-    """Apply `func(path, name=...)` to every image, in parallel over processes, in order.
-
-    Returns the results (None where it failed) and one `Problem` per failure, located at the
-    image's truth.txt line, so that a broken folder is diagnosed in one pass.
-    """
-    count = len(image_set)
-    paths = [str(image_set.path(i)) for i in range(count)]
-    names = list(image_set.filenames)
-    tasks = [(func, paths[i : i + _CHUNK], names[i : i + _CHUNK]) for i in range(0, count, _CHUNK)]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    results: list[Any] = []
-    problems: list[Problem] = []
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
-    chunks = pool.map(_run_chunk, tasks) if pool is not None else map(_run_chunk, tasks)
-    with tqdm(total=count, desc=desc, unit="img", disable=not progress) as bar:
-        try:
-            for chunk in chunks:
-                for item in chunk:
-                    if isinstance(item, _Failure):
-                        problems.append(image_set.problem_for(len(results), item.message))
-                        item = None
-                    results.append(item)
-                bar.update(len(chunk))
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-    return results, problems
 
 
 def decode_images(

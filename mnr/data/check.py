@@ -7,9 +7,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnr.data.cache import map_images
 from mnr.data.folder import ImageSet, Problem, scan_folder
 from mnr.data.images import ImageInfo, inspect_png
+from mnr.data.parallel import map_images
 from mnr.labels import label_octave, label_to_name
 
 __all__ = ["CheckReport", "check_folder"]
