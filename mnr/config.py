@@ -9,6 +9,7 @@ Unknown keys and wrong types are errors that name the key. Values are parsed wit
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import re
 import types
 import typing
@@ -33,6 +34,7 @@ __all__ = [
     "apply_overrides",
     "coerce",
     "experiment_path",
+    "experiments_dir",
     "field_type",
     "flatten",
     "from_dict",
@@ -44,8 +46,10 @@ __all__ = [
 ]
 
 _YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
-DEFAULT_INPUT_SIZE = [128, 16]  # (H, W): one row per mel band, time squeezed; docs/data.md says why
+# The models mnr ships a config for (experiments/<name>.yaml); a missing one is an error, never
+# a silent fallback to the defaults. A user's or a plugin's model may come without one.
+SHIPPED_EXPERIMENTS = ("baseline_cnn", "bn_cnn", "deep_cnn", "resnet18")
+DEFAULT_INPUT_SIZE = (128, 16)  # (H, W): one row per mel band, time squeezed; docs/data.md says why
 # Epochs per trial (at most; a shorter experiment keeps its own). Measured on the built-in set:
 # with a good learning rate baseline_cnn passes its full 45-epoch experiment's validation
 # accuracy within 15 epochs (lr 0.02, batch 32: 96.0 % vs 93.4 %), while 4-epoch trials topped
@@ -344,10 +348,41 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return data
 
 
-def experiment_path(model: str) -> Path | None:
-    """`experiments/<model>.yaml` when mnr ships one for that model."""
-    path = EXPERIMENTS_DIR / f"{model}.yaml"
+def experiments_dir() -> Path:
+    """The folder of shipped experiment configs: the repository's `experiments/`, installed as
+    the package `mnr.experiments` (so a wheel carries it too)."""
+    return Path(str(importlib.resources.files("mnr.experiments")))
+
+
+def experiment_path(name: str) -> Path | None:
+    """`experiments/<name>.yaml` when mnr ships one by that name, else None."""
+    path = experiments_dir() / f"{name}.yaml"
     return path if path.is_file() else None
+
+
+def _config_source(*, model: str | None, config: str | Path | None) -> Path | None:
+    """The YAML to start from: `config` (a file, or the name of a shipped experiment), else the
+    model's shipped experiment; None for a model that ships none (a user's own)."""
+    if config is not None:
+        path = Path(config).expanduser()
+        if path.is_file():
+            return path
+        named = experiment_path(str(config).removesuffix(".yaml")) if path.parent == Path(".") else None
+        if named is not None:
+            return named
+        raise MnrError(
+            f"config {config!r} not found: looked for the file {path.resolve()} and for a shipped "
+            f"experiment {experiments_dir() / path.with_suffix('.yaml').name}"
+        )
+    if model is None:
+        return None
+    found = experiment_path(model)
+    if found is None and model in SHIPPED_EXPERIMENTS:
+        raise MnrError(
+            f"the experiment config of {model!r} is missing: looked for {experiments_dir() / (model + '.yaml')}. "
+            "Reinstall mnr, or pass --config FILE"
+        )
+    return found
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -364,13 +399,12 @@ def resolve_config(
 ) -> ExperimentConfig:
     """The one place a config is resolved: defaults < YAML < named options < -s overrides.
 
-    `model` picks `experiments/<model>.yaml` when no `config` is given; `options` maps dotted
-    keys to values and skips those that are None (an option the user did not give).
+    `config` is a YAML file or the name of a shipped experiment (`baseline_cnn_tuned`); without
+    it, `model` picks `experiments/<model>.yaml`. `options` maps dotted keys to values and skips
+    those that are None (an option the user did not give).
     """
     data: dict[str, Any] = {}
-    source = Path(config) if config is not None else (experiment_path(model) if model else None)
-    if config is not None and not Path(config).is_file():
-        raise MnrError(f"{config}: config file not found")
+    source = _config_source(model=model, config=config)
     if source is not None:
         data = _read_yaml(source)
     if model is not None:

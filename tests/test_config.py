@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from mnr.config import (
-    EXPERIMENTS_DIR,
+    SHIPPED_EXPERIMENTS,
     ExperimentConfig,
+    experiments_dir,
     flatten,
     load_config,
     resolve_config,
@@ -17,7 +18,7 @@ from mnr.config import (
     to_yaml,
 )
 from mnr.errors import MnrError
-from mnr.models import list_models
+from mnr.models import describe_models, list_models
 
 
 def test_baseline_yaml_reproduces_the_seed() -> None:
@@ -28,15 +29,29 @@ def test_baseline_yaml_reproduces_the_seed() -> None:
     assert config.train.augment.enabled is False and config.scheduler.name == "none"
 
 
-@pytest.mark.parametrize("path", sorted(EXPERIMENTS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(experiments_dir().glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_experiment_is_valid(path: Path) -> None:
     config = load_config(path)
     assert config.model.name in list_models()
 
 
 def test_every_builtin_model_has_an_experiment() -> None:
-    for name in ("baseline_cnn", "bn_cnn", "deep_cnn", "resnet18"):
-        assert (EXPERIMENTS_DIR / f"{name}.yaml").is_file()
+    builtin = [row["name"] for row in describe_models() if row["module"].startswith("mnr.models.")]
+    assert sorted(builtin) == sorted(SHIPPED_EXPERIMENTS)
+    for name in SHIPPED_EXPERIMENTS:
+        assert (experiments_dir() / f"{name}.yaml").is_file()
+
+
+def test_a_named_config_resolves_and_a_missing_one_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert resolve_config(config="baseline_cnn_tuned").train.batch_size == 16  # a shipped name
+    with pytest.raises(MnrError, match=r"looked for the file .*nope.* and for a shipped experiment .*nope\.yaml"):
+        resolve_config(config="nope")
+    monkeypatch.setattr("mnr.config.experiments_dir", lambda: tmp_path)  # as if a wheel had lost them
+    with pytest.raises(MnrError, match=rf"experiment config of 'bn_cnn' is missing: looked for {tmp_path}"):
+        resolve_config(model="bn_cnn")
+    assert resolve_config(model="my_own_net").model.name == "my_own_net"  # ships none: defaults
 
 
 def test_precedence_yaml_then_options_then_overrides(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mnr.config import DEFAULT_INPUT_SIZE
 from mnr.errors import MnrError
 from mnr.models.registry import register_model
 
@@ -44,7 +45,7 @@ def _check_fits(
 
 def _no_pretrained(name: str, pretrained: bool) -> None:
     if pretrained:
-        raise MnrError(f"{name} has no pretrained weights; drop --pretrained (or use resnet18)")
+        raise MnrError(f"{name} has no pretrained weights; drop model.pretrained=true (or use resnet18)")
 
 
 class BaselineCnn(nn.Module):
@@ -59,7 +60,7 @@ class BaselineCnn(nn.Module):
         self,
         *,
         num_classes: int = 88,
-        input_size: tuple[int, int] = (128, 128),
+        input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         channels: tuple[int, int] = (6, 16),
         hidden: tuple[int, int] = (120, 84),
     ) -> None:
@@ -97,7 +98,7 @@ class BnCnn(nn.Module):
         self,
         *,
         num_classes: int = 88,
-        input_size: tuple[int, int] = (128, 128),
+        input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         channels: tuple[int, int] = (16, 32),
         hidden: tuple[int, int] = (120, 84),
         dropout: float = 0.3,
@@ -146,7 +147,7 @@ class DeepCnn(nn.Module):
         self,
         *,
         num_classes: int = 88,
-        input_size: tuple[int, int] = (128, 128),
+        input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         width: int = 16,
         depth: int = 5,
         dropout: float = 0.2,
@@ -186,7 +187,7 @@ class DeepCnn(nn.Module):
 
 @register_model
 def baseline_cnn(
-    *, num_classes: int = 88, input_size: tuple[int, int] = (128, 128), pretrained: bool = False
+    *, num_classes: int = 88, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, pretrained: bool = False
 ) -> BaselineCnn:
     """The Kaggle seed: 2 x [conv5 -> ReLU -> pool], 3 linear layers (CIFAR tutorial net)."""
     _no_pretrained("baseline_cnn", pretrained)
@@ -197,7 +198,7 @@ def baseline_cnn(
 def bn_cnn(
     *,
     num_classes: int = 88,
-    input_size: tuple[int, int] = (128, 128),
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     pretrained: bool = False,
     dropout: float = 0.3,
 ) -> BnCnn:
@@ -210,7 +211,7 @@ def bn_cnn(
 def deep_cnn(
     *,
     num_classes: int = 88,
-    input_size: tuple[int, int] = (128, 128),
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     pretrained: bool = False,
     width: int = 16,
     depth: int = 5,

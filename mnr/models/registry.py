@@ -7,9 +7,9 @@ elsewhere (the CLI, the engine, Optuna trials, prediction) only ever says a name
     >>> from mnr.models import create_model, list_models
     >>> list_models("*cnn")
     ['baseline_cnn', 'bn_cnn', 'deep_cnn']
-    >>> model = create_model("bn_cnn", input_size=(128, 128), dropout=None)  # None: keep default
+    >>> model = create_model("bn_cnn", input_size=(128, 16), dropout=None)  # None: keep default
     >>> model.input_config.input_size, model.model_name
-    ((128, 128), 'bn_cnn')
+    ((128, 16), 'bn_cnn')
 
 Every model that `create_model` returns carries `model.input_config` (`InputConfig`: input size,
 channels, normalisation, class count) and `model.model_name`. Checkpoints and registered MLflow
@@ -47,6 +47,7 @@ from typing import Any
 
 from torch import nn
 
+from mnr.config import DEFAULT_INPUT_SIZE
 from mnr.errors import MnrError
 
 __all__ = [
@@ -357,7 +358,7 @@ def create_model(
     name: str,
     *,
     num_classes: int = 88,
-    input_size: tuple[int, int] = (128, 128),
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     pretrained: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
@@ -399,7 +400,7 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
 
 
 def _default_param_count(name: str) -> int | None:
-    """Parameters at the default config (88 classes, 128 x 128), cached; None if it fails to build."""
+    """Parameters at the default config (88 classes, `DEFAULT_INPUT_SIZE`), cached; None if it fails to build."""
     if name not in _param_counts:
         try:
             _param_counts[name] = count_parameters(create_model(name))
@@ -412,12 +413,17 @@ def _default_param_count(name: str) -> int | None:
 
 
 def describe_models(pattern: str | list[str] | None = None) -> list[dict[str, Any]]:
-    """One dict per model matching `pattern`: name, description, params (what `mnr models` shows).
+    """One dict per model matching `pattern`: name, description, params, module.
 
-    `params` is the parameter count at the default config (88 classes, 128 x 128 input); a model
-    that fails to build warns and reports None.
+    `params` is the parameter count at the default config (88 classes, `DEFAULT_INPUT_SIZE`); a
+    model that fails to build warns and reports None. `module` is the module that registered it.
     """
     return [
-        {"name": n, "description": _model_descriptions[n], "params": _default_param_count(n)}
+        {
+            "name": n,
+            "description": _model_descriptions[n],
+            "params": _default_param_count(n),
+            "module": _model_modules[n],
+        }
         for n in list_models(pattern)
     ]

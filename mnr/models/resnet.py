@@ -13,6 +13,7 @@ from torch import nn
 from torchvision.models import ResNet, ResNet18_Weights
 from torchvision.models import resnet18 as _tv_resnet18
 
+from mnr.config import DEFAULT_INPUT_SIZE
 from mnr.errors import MnrError
 from mnr.models.registry import InputConfig, register_model
 
@@ -24,9 +25,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @register_model
 def resnet18(
-    *, num_classes: int = 88, input_size: tuple[int, int] = (128, 128), pretrained: bool = False
+    *, num_classes: int = 88, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, pretrained: bool = False
 ) -> ResNet:
-    """torchvision ResNet-18 (11M params); --pretrained downloads ImageNet weights (needs network)."""
+    """torchvision ResNet-18 (11M params); -s model.pretrained=true downloads ImageNet weights."""
     if not pretrained:
         return _tv_resnet18(weights=None, num_classes=num_classes)
     try:
@@ -35,7 +36,7 @@ def resnet18(
         raise MnrError(
             f"cannot fetch ImageNet weights for resnet18 ({type(e).__name__}: {e}); "
             "pretrained weights need network access once (then they are cached under "
-            "$TORCH_HOME), or train without --pretrained"
+            "$TORCH_HOME), or train without model.pretrained=true"
         ) from e
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     model.input_config = InputConfig(
