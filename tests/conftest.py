@@ -9,6 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# The overrides of a tiny run, one that takes seconds: small images, one validation batch, no
+# logged model (tests that need one add tracking.log_model=true after these; later values win).
+TINY = ("data.input_size=[32,32]", "train.eval_batch_size=64", "tracking.log_model=false")
+
+
+def cli_overrides(*items: str) -> list[str]:
+    """`-s KEY=VALUE` command-line arguments for config overrides."""
+    return [arg for item in items for arg in ("-s", item)]
+
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

@@ -24,7 +24,7 @@ import mlflow
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_folder, write_png
+from conftest import TINY, cli_overrides, write_folder, write_png
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -36,20 +36,7 @@ from mnr.errors import MnrError
 from mnr.labels import NUM_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
-TRAIN = [
-    "--epochs",
-    "1",
-    "--batch-size",
-    "4",
-    "-s",
-    "data.input_size=[32,32]",
-    "-s",
-    "data.workers=1",
-    "-s",
-    "tracking.log_model=false",
-    "-s",
-    "train.eval_batch_size=64",
-]
+TRAIN = ["--epochs", "1", "--batch-size", "4", *cli_overrides(*TINY, "data.workers=1")]
 
 # ------------------------------------------------------------------ audit: what gets opened
 _opened: list[str] | None = None  # while a list, every path the process opens is appended

@@ -23,8 +23,9 @@ import mlflow
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY, cli_overrides
 
-from mnr.callbacks import load_checkpoint, save_checkpoint
+from mnr.checkpoint import load_checkpoint, save_checkpoint
 from mnr.cli import main
 from mnr.config import resolve_config
 from mnr.errors import MnrError
@@ -33,12 +34,7 @@ from mnr.training import run_training
 REPO = Path(__file__).resolve().parent.parent
 # bn_cnn on the 24-image synthetic set, batch 2, one thread: an epoch of a fraction of a second
 # to about a second, long enough to be killed in the middle of.
-FAST = [
-    "data.input_size=[32,32]",
-    "train.eval_batch_size=64",
-    "tracking.log_model=false",
-    "train.threads=1",
-]
+FAST = [*TINY, "train.threads=1"]
 # state a resume must restore besides the weights: AdamW's moments (bn_cnn's optimizer), the
 # schedule, and the generator that draws the batch order and the augmentation
 STATEFUL = [
@@ -366,8 +362,7 @@ def test_unreachable_server_fails_tune_before_any_trial(
         "1",
         "--epochs",
         "1",
-        "-s",
-        "data.input_size=[32,32]",
+        *cli_overrides(*TINY),
     ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
@@ -516,7 +511,7 @@ def test_logged_models_load_with_pickle_deserialization_disallowed(
     config = resolve_config(
         model="bn_cnn",
         options={"data.path": str(synth_root), "train.epochs": 1, "train.batch_size": 4},
-        overrides=["data.input_size=[32,32]", "train.eval_batch_size=64"],
+        overrides=[*TINY, "tracking.log_model=true"],
     )
     threads = torch.get_num_threads()
     try:

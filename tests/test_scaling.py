@@ -19,13 +19,14 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy.exc
+from conftest import TINY, cli_overrides
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from servers import MlflowServer, Postgres, mlflow_server, postgres  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
-TINY = ["-s", "data.input_size=[32,32]", "-s", "train.threads=1"]
+SMALL = cli_overrides(*TINY, "tracking.log_model=true", "train.threads=1")  # the server test registers a model
 PROCESS_SECONDS = 300  # one subprocess, at most, on a loaded 2-core machine
 
 
@@ -90,7 +91,7 @@ def test_train_tracks_everything_on_the_server(
     registry entry land on the server; nothing is tracked in the working directory."""
     log = isolated / "train.log"
     command = _mnr(
-        "train", "--data", str(synth_root), "--epochs", "2", *TINY,
+        "train", "--data", str(synth_root), "--epochs", "2", *SMALL,
         "--experiment", "scaling-train", "--run-name", "shared", "--register", "scaling-piano",
     )
     _finish(spawn(command, log, _env(mlflow_server)), log)
@@ -145,7 +146,7 @@ def test_tuning_workers_share_one_study_and_recover_a_killed_worker(
     def worker(seed: int, trials: int, name: str) -> tuple[subprocess.Popen, Path]:
         command = _mnr(
             "tune", "--storage", storage, "--study-name", study_name, "--trials", str(trials),
-            "--data", str(synth_root), "--epochs", "4", *TINY, "--seed", str(seed),
+            "--data", str(synth_root), "--epochs", "4", *SMALL, "--seed", str(seed),
             "--pruner", "none", "--experiment", "scaling-tune",
         )
         log = isolated / f"{name}.log"
@@ -215,7 +216,7 @@ def test_tuning_workers_share_one_study_and_recover_a_killed_worker(
 # ------------------------------------------------------------------------- data-parallel training
 # baseline_cnn learns something in 3 epochs of 18 images with these; its default SGD does not.
 DDP_ARGS = [
-    "--epochs", "3", *TINY, "--batch-size", "8", "-s", "optim.name=adam", "--lr", "0.003",
+    "--epochs", "3", *SMALL, "--batch-size", "8", "-s", "optim.name=adam", "--lr", "0.003",
     "-s", "tracking.log_model=false", "--experiment", "scaling-ddp",
 ]
 LOSS_TOLERANCE = 1e-3  # per-epoch val_loss; measured: equal to 1e-6

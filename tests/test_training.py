@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY, cli_overrides
 
 from mnr.cli import main
 from mnr.config import DEFAULT_INPUT_SIZE, AugmentConfig, resolve_config
@@ -21,14 +22,13 @@ from mnr.training import run_training
 from mnr.transforms import augment_batch, to_model_input
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["data.input_size=[32,32]", "train.eval_batch_size=64"]
 
 
 def tiny_config(synth_root: Path, *extra: str, model: str = "bn_cnn", epochs: int = 2):
     return resolve_config(
         model=model,
         options={"data.path": str(synth_root), "train.epochs": epochs, "train.batch_size": 8},
-        overrides=[*TINY, "tracking.log_model=false", *extra],
+        overrides=[*TINY, *extra],
     )
 
 
@@ -146,9 +146,7 @@ def test_unknown_model_fails_before_data_is_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", ["baseline_cnn", "bn_cnn", "deep_cnn", "resnet18"])
 def test_cli_trains_every_variant(synth_root: Path, model: str) -> None:
     args = ["train", "--model", model, "--data", str(synth_root), "--epochs", "1", "--batch-size", "8"]
-    for item in [*TINY, "tracking.log_model=false"]:
-        args += ["-s", item]
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, [*args, *cli_overrides(*TINY)])
     assert result.exit_code == 0, result.output
     assert "FINISHED" in result.output and "test_accuracy=" in result.output
 
@@ -162,15 +160,13 @@ def test_model_from_a_users_file(synth_root: Path, tmp_path: Path) -> None:
         "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * input_size[0] * input_size[1], num_classes))\n"
     )
     args = ["train", "--model", "tiny_linear", "--model-module", str(module), "--data", str(synth_root), "--epochs", "1"]
-    for item in [*TINY, "tracking.log_model=false"]:
-        args += ["-s", item]
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, [*args, *cli_overrides(*TINY)])
     assert result.exit_code == 0, result.output
 
 
 def test_unreachable_tracking_server_fails_before_training(synth_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    result = CliRunner().invoke(main, ["train", "--data", str(synth_root), "--epochs", "1", "-s", "data.input_size=[32,32]"])
+    result = CliRunner().invoke(main, ["train", "--data", str(synth_root), "--epochs", "1", *cli_overrides(*TINY)])
     assert result.exit_code == 2
     assert "unreachable" in result.output and "decoding" not in result.output
 

@@ -15,6 +15,7 @@ import mlflow
 import optuna
 import pytest
 from click.testing import CliRunner
+from conftest import TINY, cli_overrides
 
 from mnr.cli import main
 from mnr.config import resolve_config
@@ -32,7 +33,7 @@ from mnr.tune import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["data.input_size=[32,32]", "train.eval_batch_size=64", "tracking.experiment=tune"]
+TUNE_TINY = [*TINY, "tracking.experiment=tune"]
 SMALL_SPACE = {
     "optim.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
     "train.batch_size": {"type": "categorical", "choices": [4, 8]},
@@ -46,7 +47,7 @@ def tiny_config(
         model=None if config else "baseline_cnn",
         config=config,
         options={"data.path": str(synth_root), "train.epochs": 2, "train.batch_size": 8},
-        overrides=[*TINY, *extra],
+        overrides=[*TUNE_TINY, *extra],
     )
     return dataclasses.replace(resolved, search=search) if search is not None else resolved
 
@@ -169,11 +170,9 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(synth_root: Path) -> 
 
 
 def _tune_process(synth_root: Path, study: str, *options: str) -> subprocess.Popen:
-    """`mnr tune` of 2-epoch trials on the tiny set, with TINY's overrides, in a child process."""
+    """`mnr tune` of 2-epoch trials on the tiny set, with TUNE_TINY's overrides, in a child process."""
     command = [sys.executable, "-m", "mnr", "tune", "--epochs", "2", "--data", str(synth_root)]
-    command += ["--study-name", study, *options]
-    for override in TINY:
-        command += ["-s", override]
+    command += ["--study-name", study, *options, *cli_overrides(*TUNE_TINY)]
     return subprocess.Popen(
         command,
         env={**os.environ, "PYTHONPATH": str(REPO)},
