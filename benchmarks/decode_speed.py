@@ -33,11 +33,15 @@ def main() -> None:
     count = len(image_set)
     rows = {}
     with tempfile.TemporaryDirectory() as cache:
-        for label, workers in (("decode, 1 process", 1), (f"decode, {args.workers} processes", args.workers)):
+        for label, workers in (
+            ("decode, 1 process", 1),
+            (f"decode, {args.workers} processes", args.workers),
+        ):
             started = time.perf_counter()
             load_images(image_set, size=size, use_cache=False, workers=workers, progress=False)
             rows[label] = count / (time.perf_counter() - started)
-        load_images(image_set, size=size, cache_dir=cache, workers=args.workers, progress=False)  # build
+        # build
+        load_images(image_set, size=size, cache_dir=cache, workers=args.workers, progress=False)
         times = []
         for _ in range(3):
             started = time.perf_counter()
@@ -51,7 +55,9 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
         "images_per_second": {k: round(v, 1) for k, v in rows.items()},
-        "cache_speedup_vs_parallel_decode": round(rows["cache load (best of 3)"] / rows[f"decode, {args.workers} processes"], 1),
+        "cache_speedup_vs_parallel_decode": round(
+            rows["cache load (best of 3)"] / rows[f"decode, {args.workers} processes"], 1
+        ),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "decode_speed.json").write_text(json.dumps(result, indent=2) + "\n")

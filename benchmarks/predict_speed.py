@@ -53,7 +53,10 @@ NAIVE_IMAGES = 200  # the naive loop is slow; its rate is measured on this many 
 
 def _cpu_seconds() -> float:
     """CPU time of this process and of every child it has waited for (decode workers too)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
@@ -102,25 +105,35 @@ sys.exit(code)
 """
 
 
-def _cli(args: list[str], *, imports: str, env: dict[str, str], count: int, cores: int, repeats: int) -> dict:
+def _cli(
+    args: list[str], *, imports: str, env: dict[str, str], count: int, cores: int, repeats: int
+) -> dict:
     """`mnr ARGS` in a subprocess, `repeats` times: the whole run, its imports, and the command."""
     whole, imported, command = [], [], []
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), _cpu_seconds()
-        done = subprocess.run([sys.executable, "-c", _WRAPPER.format(imports=imports), *args],
-                              env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", _WRAPPER.format(imports=imports), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         whole.append((time.perf_counter() - wall, _cpu_seconds() - cpu))
         if done.returncode != 0:
             raise SystemExit(f"mnr {' '.join(args)} failed:\n{done.stderr[-3000:]}")
         line = next(x for x in done.stderr.splitlines() if x.startswith("MNR_TIMING "))
-        import_wall, import_cpu, command_wall, command_cpu = json.loads(line.removeprefix("MNR_TIMING "))
+        import_wall, import_cpu, command_wall, command_cpu = json.loads(
+            line.removeprefix("MNR_TIMING ")
+        )
         imported.append((import_wall, import_cpu))
         command.append((command_wall, command_cpu))
     summary = _summary(command, count, cores)
     summary["import_wall_seconds"] = round(statistics.median(w for w, _ in imported), 3)
     summary["import_cpu_seconds"] = round(statistics.median(c for _, c in imported), 3)
     summary["subprocess_wall_seconds"] = [round(w, 3) for w, _ in whole]
-    summary["images_per_second_with_startup"] = round(count / statistics.median(w for w, _ in whole), 1)
+    summary["images_per_second_with_startup"] = round(
+        count / statistics.median(w for w, _ in whole), 1
+    )
     return summary
 
 
@@ -148,7 +161,10 @@ def _register(checkpoint: Path, work: Path) -> dict[str, str]:
     os.environ.update(env)
     tracking.configure_tracking()
     model = Predictor.from_checkpoint(checkpoint).model
-    config = {"model": {"name": MODEL, "kwargs": {}}, "data": {"input_size": list(model.input_config.input_size)}}
+    config = {
+        "model": {"name": MODEL, "kwargs": {}},
+        "data": {"input_size": list(model.input_config.input_size)},
+    }
     with tracking.tracked_run(experiment="benchmarks", run_name="predict_speed") as run_id:
         log_predictor(model, config=config, run_id=run_id, registered_name="bench")
     model_registry.promote("bench", 1, "champion")
@@ -158,11 +174,23 @@ def _register(checkpoint: Path, work: Path) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2, help="decode processes (the target machine has 2 cores)")
-    parser.add_argument("--cores", type=int, default=2, help="cores the idle-machine estimate assumes")
-    parser.add_argument("--batch-size", type=int, default=None, help="inference batch (default: mnr's)")
-    parser.add_argument("--size", nargs=2, type=int, default=None, metavar=("H", "W"),
-                        help="model input size (default: mnr.config.DEFAULT_INPUT_SIZE)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="decode processes (the target machine has 2 cores)"
+    )
+    parser.add_argument(
+        "--cores", type=int, default=2, help="cores the idle-machine estimate assumes"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="inference batch (default: mnr's)"
+    )
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        default=None,
+        metavar=("H", "W"),
+        help="model input size (default: mnr.config.DEFAULT_INPUT_SIZE)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--readme", action="store_true", help="also write the table into README.md")
     args = parser.parse_args()
@@ -182,8 +210,10 @@ def main() -> None:
     images = list_images(folder)
     count = len(images)
     cores = args.cores
-    print(f"{count} images in {folder}, {MODEL} at {input_size}, {args.workers} decode workers, "
-          f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{count} images in {folder}, {MODEL} at {input_size}, {args.workers} decode workers, "
+        f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}"
+    )
     results: dict = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -215,10 +245,17 @@ def main() -> None:
         results["naive"]["images"] = NAIVE_IMAGES
         decoded = np.stack([decode_png(p, size=input_size) for p in paths])
         results["decode_only_one_process"] = _summary(
-            _measure(lambda: [decode_png(p, size=input_size) for p in paths[:NAIVE_IMAGES]], 1), NAIVE_IMAGES, 1
+            _measure(lambda: [decode_png(p, size=input_size) for p in paths[:NAIVE_IMAGES]], 1),
+            NAIVE_IMAGES,
+            1,
         )
-        results["model_only"] = _summary(_measure(lambda: predictor.probabilities(decoded), args.repeats), count, cores)
-        runs = _measure(lambda: predict_folder(predictor, images, workers=args.workers, progress=False), args.repeats)
+        results["model_only"] = _summary(
+            _measure(lambda: predictor.probabilities(decoded), args.repeats), count, cores
+        )
+        runs = _measure(
+            lambda: predict_folder(predictor, images, workers=args.workers, progress=False),
+            args.repeats,
+        )
         results["in_process"] = _summary(runs, count, cores)
 
         env = dict(os.environ)
@@ -228,12 +265,17 @@ def main() -> None:
             tail += ["--batch-size", str(args.batch_size)]
         imports = "torch, pandas, mnr.predict, mnr.data.cache, mnr.models"
         common = {"count": count, "cores": cores, "repeats": args.repeats}
-        results["cli_checkpoint"] = _cli(["predict", str(checkpoint), *tail], imports=imports, env=env, **common)
+        results["cli_checkpoint"] = _cli(
+            ["predict", str(checkpoint), *tail], imports=imports, env=env, **common
+        )
         rows = output.read_text().splitlines()
         assert len(rows) == count + 1, f"expected {count} rows, got {len(rows) - 1}"
         registered_env = {**env, **_register(checkpoint, work)}
         results["cli_registered"] = _cli(
-            ["predict", "models:/bench@champion", *tail], imports=imports + ", mlflow.pyfunc", env=registered_env, **common
+            ["predict", "models:/bench@champion", *tail],
+            imports=imports + ", mlflow.pyfunc",
+            env=registered_env,
+            **common,
         )
     results["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
 
@@ -272,14 +314,18 @@ def _markdown(results: dict) -> str:
     ]
     for key, title in _ROWS.items():
         r = results[key]
-        lines.append(f"| {title} | {r['images_per_second']:.1f} | {r['cpu_ms_per_image']:.2f} | "
-                     f"{r['images_per_second_on_idle_cores']:.1f} on {r['idle_cores']} |")
+        lines.append(
+            f"| {title} | {r['images_per_second']:.1f} | {r['cpu_ms_per_image']:.2f} | "
+            f"{r['images_per_second_on_idle_cores']:.1f} on {r['idle_cores']} |"
+        )
     for key in ("cli_checkpoint", "cli_registered"):
         r = results[key]
         lines.append("")
-        lines.append(f"{_ROWS[key].split(' (')[0]}: imports take {r['import_wall_seconds']:.1f} s wall "
-                     f"({r['import_cpu_seconds']:.1f} s CPU); {r['images_per_second_with_startup']:.1f} images/s "
-                     "counting them.")
+        lines.append(
+            f"{_ROWS[key].split(' (')[0]}: imports take {r['import_wall_seconds']:.1f} s wall "
+            f"({r['import_cpu_seconds']:.1f} s CPU); {r['images_per_second_with_startup']:.1f} images/s "
+            "counting them."
+        )
     return "\n".join(lines)
 
 

@@ -49,7 +49,11 @@ def main() -> None:
         result = run_training(config, data=data, track=False, progress=False)
         wall = time.perf_counter() - started
         metrics = result.final_metrics
-        label = config.model.name if name == config.model.name else f"{config.model.name} ({Path(name).name})"
+        label = (
+            config.model.name
+            if name == config.model.name
+            else f"{config.model.name} ({Path(name).name})"
+        )
         rows = [row for row in rows if row["model"] != label]
         rows.append(
             {
@@ -74,11 +78,15 @@ def _write(rows: list[dict], *, readme: bool) -> None:
         f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"load average at most {load:.1f} at the end of each model"
     )
-    if load > (os.cpu_count() or 1) + 0.5:  # more runnable work than cores: someone else was running
+    if (
+        load > (os.cpu_count() or 1) + 0.5
+    ):  # more runnable work than cores: someone else was running
         machine += " (other jobs shared the machine: wall times are inflated)"
 
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps({"machine": machine, "date": str(date.today()), "rows": rows}, indent=2) + "\n")
+    (RESULTS / "quality.json").write_text(
+        json.dumps({"machine": machine, "date": str(date.today()), "rows": rows}, indent=2) + "\n"
+    )
     table = [
         f"Held-out test split of the built-in dataset (880 images never used for training or selection); "
         f"{machine}, {date.today()}. Made by `python3 benchmarks/quality.py`.",

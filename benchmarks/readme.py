@@ -25,5 +25,9 @@ def write_section(name: str, markdown: str, *, heading: str | None = None) -> No
     else:
         title = f"## {heading}\n\n" if heading else ""
         anchor = "## Tests"
-        text = text.replace(anchor, f"{title}{block}\n\n{anchor}", 1) if anchor in text else text + "\n" + title + block + "\n"
+        text = (
+            text.replace(anchor, f"{title}{block}\n\n{anchor}", 1)
+            if anchor in text
+            else text + "\n" + title + block + "\n"
+        )
     README.write_text(text)

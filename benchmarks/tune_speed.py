@@ -124,9 +124,13 @@ def main() -> None:
     parser.add_argument("--model", default="baseline_cnn")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="Keep the temporary working directory.")
-    parser.add_argument("--no-readme", action="store_true", help="Do not rewrite the README section.")
     parser.add_argument(
-        "--publish-only", action="store_true", help="Re-write the .md and README from the last tune_speed.json."
+        "--no-readme", action="store_true", help="Do not rewrite the README section."
+    )
+    parser.add_argument(
+        "--publish-only",
+        action="store_true",
+        help="Re-write the .md and README from the last tune_speed.json.",
     )
     parser.add_argument("extra", nargs="*", help="More `mnr tune` options, after --.")
     args = parser.parse_args()
@@ -159,9 +163,12 @@ def publish(result: dict, *, readme: bool) -> None:
     """Write tune_speed.md and (unless told not to) the README's "tune" section from `result`."""
     best, reference = result["best_value"], result.get("full_experiment_best_val_acc")
     params = ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (result["best_params"] or {}).items()
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in (result["best_params"] or {}).items()
     )
-    versus = f"{(best - reference) * 100:+.2f}" if reference is not None and best is not None else "-"
+    versus = (
+        f"{(best - reference) * 100:+.2f}" if reference is not None and best is not None else "-"
+    )
     table = "\n".join(
         [
             "| model | trials | wall | CPU | complete/pruned/failed | epochs trained | best trial val_acc "
@@ -184,7 +191,8 @@ def publish(result: dict, *, readme: bool) -> None:
             f"Measured by `python3 benchmarks/tune_speed.py`: `{result['command']}` on the built-in set in a fresh "
             "folder (fresh journal study and MLflow store; the decode cache already built). The full experiment "
             "is the model's `experiments/*.yaml` trained for all its epochs (`benchmarks/quality.py`, same split); "
-            "goal: 30 trials under 10 minutes, best trial no more than 1 point below it.\n\n" + table,
+            "goal: 30 trials under 10 minutes, best trial no more than 1 point below it.\n\n"
+            + table,
             heading="Tuning speed",
         )
 

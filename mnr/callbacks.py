@@ -30,8 +30,16 @@ class ModelCheckpoint(Callback):
     disk: a partly-run epoch cannot be resumed exactly, so it is not saved.
     """
 
-    def __init__(self, dirpath: str | os.PathLike, *, monitor: str = "val_acc", mode: str = "max",
-                 save_last: bool = True, save_best: bool = True, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        dirpath: str | os.PathLike,
+        *,
+        monitor: str = "val_acc",
+        mode: str = "max",
+        save_last: bool = True,
+        save_best: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.extra = dict(extra or {})  # stored in every checkpoint, e.g. the MLflow run id
         self.monitor, self.mode = monitor, mode
@@ -63,7 +71,11 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, ctx: FitContext, metrics: dict[str, float]) -> None:
         value = metrics.get(self.monitor)
-        improved = value is not None and math.isfinite(value) and _better(value, self.best_value, self.mode)
+        improved = (
+            value is not None
+            and math.isfinite(value)
+            and _better(value, self.best_value, self.mode)
+        )
         if improved:
             self.best_value, self.best_epoch = value, ctx.epoch
         if not ctx.is_main:
@@ -84,7 +96,14 @@ class ModelCheckpoint(Callback):
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs."""
 
-    def __init__(self, *, monitor: str = "val_loss", patience: int = 5, mode: str = "min", min_delta: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        mode: str = "min",
+        min_delta: float = 0.0,
+    ) -> None:
         self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, min_delta
         self.best: float | None = None
         self.wait = 0
@@ -102,7 +121,9 @@ class EarlyStopping(Callback):
         self.wait += 1
         if self.wait >= self.patience:
             ctx.should_stop = True
-            ctx.stop_reason = f"early stopping: {self.monitor} did not improve for {self.patience} epochs"
+            ctx.stop_reason = (
+                f"early stopping: {self.monitor} did not improve for {self.patience} epochs"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "wait": self.wait}

@@ -29,7 +29,9 @@ CHECKPOINT_FORMAT = "mnr-checkpoint-1"
 _MODEL_KEYS = ("format", "model_name", "input_config", "model", "config", "run_id")
 
 
-def model_state(model: nn.Module, *, config: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+def model_state(
+    model: nn.Module, *, config: dict[str, Any], run_id: str | None = None
+) -> dict[str, Any]:
     """What prediction needs of a trained model: its name, input config, weights (on the CPU)
     and the experiment config it was trained with. `model` may be wrapped in DDP."""
     raw = getattr(model, "module", model)
@@ -54,7 +56,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a checkpoint atomically: a crash mid-write leaves the previous file intact."""
     path = Path(path)
     buffer = io.BytesIO()
-    torch.save(state, buffer)  # in memory: torch turns a failed file write into a vague RuntimeError
+    # in memory: torch turns a failed file write into a vague RuntimeError
+    torch.save(state, buffer)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

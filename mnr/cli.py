@@ -44,7 +44,9 @@ def _convert(kind: type, name: str):
         try:
             return kind(value)
         except ValueError:
-            raise click.BadParameter(f"{value!r} is not a valid {kind.__name__}", param_hint=name) from None
+            raise click.BadParameter(
+                f"{value!r} is not a valid {kind.__name__}", param_hint=name
+            ) from None
 
     return callback
 
@@ -71,18 +73,26 @@ def data() -> None:
 @click.option("--test-per-class", default=10, show_default=True, help="Test images per key.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
-def data_synth(out: Path, per_class: int, test_per_class: int, seed: int, workers: int | None) -> None:
+def data_synth(
+    out: Path, per_class: int, test_per_class: int, seed: int, workers: int | None
+) -> None:
     """Write a synthetic piano dataset to OUT: train/ with truth.txt, test/, test_truth.txt."""
     from mnr.data.synth import generate_dataset
 
-    root = generate_dataset(out, per_class=per_class, test_per_class=test_per_class, seed=seed, workers=workers)
+    root = generate_dataset(
+        out, per_class=per_class, test_per_class=test_per_class, seed=seed, workers=workers
+    )
     click.echo(f"wrote {root}/train (labelled), {root}/test and {root}/test_truth.txt")
 
 
 @data.command("check")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Truth file (default: FOLDER/truth.txt if present, else the folder is unlabelled).")
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Truth file (default: FOLDER/truth.txt if present, else the folder is unlabelled).",
+)
 @click.option("--workers", type=int, default=None, help="Decode processes (default: all cores).")
 def data_check(folder: Path, truth: Path | None, workers: int | None) -> None:
     """Validate FOLDER in one pass: every problem with its file and line, then what it holds."""
@@ -97,8 +107,14 @@ def data_check(folder: Path, truth: Path | None, workers: int | None) -> None:
 # -------------------------------------------------------------------------------------- models
 @main.command("models")
 @click.argument("pattern", required=False)
-@click.option("--registered", is_flag=True, help="List models in the MLflow model registry instead.")
-@click.option("--model-module", default=None, help="A .py file or module whose @register_model functions to load.")
+@click.option(
+    "--registered", is_flag=True, help="List models in the MLflow model registry instead."
+)
+@click.option(
+    "--model-module",
+    default=None,
+    help="A .py file or module whose @register_model functions to load.",
+)
 def models_cmd(pattern: str | None, registered: bool, model_module: str | None) -> None:
     """List registered model architectures (wildcards allowed), or --registered MLflow models."""
     if registered:
@@ -122,18 +138,51 @@ def models_cmd(pattern: str | None, registered: bool, model_module: str | None) 
 # --------------------------------------------------------------------------------------- train
 def _config_options(f):
     """Options shared by `train` and `tune`: the config file and the overrides."""
-    f = click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Override any config key, e.g. -s optim.name=adamw -s train.augment.enabled=true.")(f)
-    f = click.option("--experiment", callback=_blank_is_none, default=None, help="MLflow experiment name.")(f)
-    f = click.option("--seed", callback=_convert(int, "--seed"), default=None, help="Random seed.")(f)
-    f = click.option("--epochs", callback=_convert(int, "--epochs"), default=None, help="Epochs (default: the config's).")(f)
-    f = click.option("--data", callback=_blank_is_none, default=None,
-                     help="Labelled folder or dataset root (default: the built-in dataset).")(f)
-    f = click.option("--model-module", callback=_blank_is_none, default=None,
-                     help="A .py file or module whose @register_model models become available.")(f)
-    f = click.option("--config", "config_file", callback=_blank_is_none, default=None,
-                     help="Experiment YAML (default: experiments/MODEL.yaml when it exists).")(f)
-    f = click.option("--model", callback=_blank_is_none, default=None, help="Registered model name (default: baseline_cnn).")(f)
+    f = click.option(
+        "-s",
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override any config key, e.g. -s optim.name=adamw -s train.augment.enabled=true.",
+    )(f)
+    f = click.option(
+        "--experiment", callback=_blank_is_none, default=None, help="MLflow experiment name."
+    )(f)
+    f = click.option("--seed", callback=_convert(int, "--seed"), default=None, help="Random seed.")(
+        f
+    )
+    f = click.option(
+        "--epochs",
+        callback=_convert(int, "--epochs"),
+        default=None,
+        help="Epochs (default: the config's).",
+    )(f)
+    f = click.option(
+        "--data",
+        callback=_blank_is_none,
+        default=None,
+        help="Labelled folder or dataset root (default: the built-in dataset).",
+    )(f)
+    f = click.option(
+        "--model-module",
+        callback=_blank_is_none,
+        default=None,
+        help="A .py file or module whose @register_model models become available.",
+    )(f)
+    f = click.option(
+        "--config",
+        "config_file",
+        callback=_blank_is_none,
+        default=None,
+        help="Experiment YAML (default: experiments/MODEL.yaml when it exists).",
+    )(f)
+    f = click.option(
+        "--model",
+        callback=_blank_is_none,
+        default=None,
+        help="Registered model name (default: baseline_cnn).",
+    )(f)
     return f
 
 
@@ -149,14 +198,44 @@ def _interrupts_as_keyboard() -> None:
 @main.command("train")
 @_config_options
 @click.option("--lr", callback=_convert(float, "--lr"), default=None, help="Learning rate.")
-@click.option("--batch-size", callback=_convert(int, "--batch-size"), default=None, help="Batch size.")
+@click.option(
+    "--batch-size", callback=_convert(int, "--batch-size"), default=None, help="Batch size."
+)
 @click.option("--run-name", callback=_blank_is_none, default=None, help="MLflow run name.")
-@click.option("--register", callback=_blank_is_none, default=None, help="Register the final model under this name.")
-@click.option("--resume", callback=_blank_is_none, default=None, metavar="RUN_ID_OR_PATH",
-              help="Continue a run from its last checkpoint, in the same MLflow run.")
-@click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit without training.")
-def train_cmd(model, config_file, model_module, data, epochs, seed, experiment, overrides, lr, batch_size,
-              run_name, register, resume, print_config) -> None:
+@click.option(
+    "--register",
+    callback=_blank_is_none,
+    default=None,
+    help="Register the final model under this name.",
+)
+@click.option(
+    "--resume",
+    callback=_blank_is_none,
+    default=None,
+    metavar="RUN_ID_OR_PATH",
+    help="Continue a run from its last checkpoint, in the same MLflow run.",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the resolved config as YAML and exit without training.",
+)
+def train_cmd(
+    model,
+    config_file,
+    model_module,
+    data,
+    epochs,
+    seed,
+    experiment,
+    overrides,
+    lr,
+    batch_size,
+    run_name,
+    register,
+    resume,
+    print_config,
+) -> None:
     """Train a model with one experiment config; everything is tracked in MLflow."""
     from mnr.config import resolve_config, to_yaml
     from mnr.distributed import distributed_session
@@ -167,9 +246,15 @@ def train_cmd(model, config_file, model_module, data, epochs, seed, experiment, 
         model=model or (None if config_file else "baseline_cnn"),
         config=config_file,
         options={
-            "model.module": model_module, "data.path": data, "train.epochs": epochs, "optim.lr": lr,
-            "train.batch_size": batch_size, "train.seed": seed, "tracking.experiment": experiment,
-            "tracking.run_name": run_name, "tracking.register": register,
+            "model.module": model_module,
+            "data.path": data,
+            "train.epochs": epochs,
+            "optim.lr": lr,
+            "train.batch_size": batch_size,
+            "train.seed": seed,
+            "tracking.experiment": experiment,
+            "tracking.run_name": run_name,
+            "tracking.register": register,
         },
         overrides=overrides,
     )
@@ -185,7 +270,11 @@ def train_cmd(model, config_file, model_module, data, epochs, seed, experiment, 
     if result.run_id is None or int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun only rank 0 reports
     metrics = result.final_metrics
-    shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("val_accuracy", "test_accuracy", "test_semitone_mae") if k in metrics)
+    shown = ", ".join(
+        f"{k}={metrics[k]:.4f}"
+        for k in ("val_accuracy", "test_accuracy", "test_semitone_mae")
+        if k in metrics
+    )
     click.echo(f"run {result.run_id} {result.status}: {shown}")
     if result.model_uri:
         click.echo(f"model: {result.model_uri}")
@@ -219,27 +308,69 @@ def promote_cmd(name: str, version: int, alias: str) -> None:
 
 def _predict_options(f):
     """Options shared by `predict` and `evaluate`: how the model runs."""
-    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
-                     help="Where the model runs.")(f)
-    f = click.option("--workers", type=click.IntRange(min=1), default=None, help="Decode processes (default: all cores).")(f)
-    f = click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                     help="Images per inference batch (default: about a million pixels on a CPU, 512 on a GPU).")(f)
+    f = click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+        default="auto",
+        show_default=True,
+        help="Where the model runs.",
+    )(f)
+    f = click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Decode processes (default: all cores).",
+    )(f)
+    f = click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Images per inference batch (default: about a million pixels on a CPU, 512 on a GPU).",
+    )(f)
     return f
 
 
 @main.command("predict")
 @click.argument("model_uri")
 @click.argument("input_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("output.csv"),
-              show_default=True, help="The submission CSV to write.")
-@click.option("--top-k", type=click.IntRange(1, 88), default=1, show_default=True,
-              help="With K > 1, also write the K likeliest keys (label, note, probability).")
-@click.option("--id-column", default="filename", show_default=True, help="Header of the image-name column.")
-@click.option("--label-column", default="label", show_default=True, help="Header of the predicted-label column.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("output.csv"),
+    show_default=True,
+    help="The submission CSV to write.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(1, 88),
+    default=1,
+    show_default=True,
+    help="With K > 1, also write the K likeliest keys (label, note, probability).",
+)
+@click.option(
+    "--id-column", default="filename", show_default=True, help="Header of the image-name column."
+)
+@click.option(
+    "--label-column",
+    default="label",
+    show_default=True,
+    help="Header of the predicted-label column.",
+)
 @click.option("--strip-extension", is_flag=True, help="Write img001 instead of img001.png.")
 @_predict_options
-def predict_cmd(model_uri: str, input_dir: Path, output: Path, top_k: int, id_column: str, label_column: str,
-                strip_extension: bool, batch_size: int | None, workers: int | None, device: str) -> None:
+def predict_cmd(
+    model_uri: str,
+    input_dir: Path,
+    output: Path,
+    top_k: int,
+    id_column: str,
+    label_column: str,
+    strip_extension: bool,
+    batch_size: int | None,
+    workers: int | None,
+    device: str,
+) -> None:
     """Predict every PNG in INPUT_DIR and write the Kaggle submission (filename,label per image).
 
     MODEL_URI is models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/predictor or a checkpoint
@@ -257,30 +388,59 @@ def predict_cmd(model_uri: str, input_dir: Path, output: Path, top_k: int, id_co
     images = list_images(input_dir)  # a wrong folder fails before the model loads
     predictor = load_predictor(model_uri, device=device, batch_size=batch_size)
     result = predict_folder(predictor, images, workers=workers)
-    write_predictions(result, output, id_column=id_column, label_column=label_column,
-                      strip_extension=strip_extension, top_k=top_k)
+    write_predictions(
+        result,
+        output,
+        id_column=id_column,
+        label_column=label_column,
+        strip_extension=strip_extension,
+        top_k=top_k,
+    )
     report = write_error_report(result.problems, output)
     click.echo(f"wrote {len(result.filenames)} predictions to {output}")
     if result.problems:
         for problem in result.problems:
             click.echo(f"mnr: error: {problem}", err=True)
-        click.echo(f"mnr: {len(result.problems)} of {result.total} image(s) could not be read; "
-                   f"listed in {report}", err=True)
+        click.echo(
+            f"mnr: {len(result.problems)} of {result.total} image(s) could not be read; "
+            f"listed in {report}",
+            err=True,
+        )
         sys.exit(1)
 
 
 @main.command("evaluate")
 @click.argument("model_uri")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Truth file (default: FOLDER/truth.txt).")
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("evaluation"),
-              show_default=True, help="Where the confusion matrix and per-class table are written.")
-@click.option("--log", "log_run", is_flag=True, help="Record the metrics and pictures on a new MLflow run.")
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Truth file (default: FOLDER/truth.txt).",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("evaluation"),
+    show_default=True,
+    help="Where the confusion matrix and per-class table are written.",
+)
+@click.option(
+    "--log", "log_run", is_flag=True, help="Record the metrics and pictures on a new MLflow run."
+)
 @click.option("--experiment", default="mnr", show_default=True, help="MLflow experiment for --log.")
 @_predict_options
-def evaluate_cmd(model_uri: str, folder: Path, truth: Path | None, output_dir: Path, log_run: bool, experiment: str,
-                 batch_size: int | None, workers: int | None, device: str) -> None:
+def evaluate_cmd(
+    model_uri: str,
+    folder: Path,
+    truth: Path | None,
+    output_dir: Path,
+    log_run: bool,
+    experiment: str,
+    batch_size: int | None,
+    workers: int | None,
+    device: str,
+) -> None:
     """Score MODEL_URI on the labelled FOLDER: accuracy, top-3, macro-F1, semitone and octave errors."""
     from mnr.predict import (
         evaluate_folder,
@@ -296,38 +456,98 @@ def evaluate_cmd(model_uri: str, folder: Path, truth: Path | None, output_dir: P
 
         tracking.configure_tracking(check=True)  # fail before the work, not after it
     predictor = load_predictor(model_uri, device=device, batch_size=batch_size)
-    evaluation = evaluate_folder(predictor, images, model_uri=model_uri, output_dir=output_dir, workers=workers)
+    evaluation = evaluate_folder(
+        predictor, images, model_uri=model_uri, output_dir=output_dir, workers=workers
+    )
     if log_run:
         log_evaluation(evaluation, experiment=experiment)
     click.echo(format_evaluation(evaluation))
 
 
-
 # ---------------------------------------------------------------------------------------- tune
 @main.command("tune")
 @_config_options
-@click.option("--trials", callback=_convert(int, "--trials"), default=None, metavar="N",
-              help="Trials to ADD to the study from this process (default: 30, or as many as fit in "
-                   "--timeout). Re-running the same command resumes the study: finished trials are kept, "
-                   "never rerun, and this many more are added. 0 only re-logs the study (say, with --register).")
-@click.option("--timeout", callback=_convert(float, "--timeout"), default=None, metavar="SECONDS",
-              help="Start no new trial after this many seconds.")
-@click.option("--study-name", callback=_blank_is_none, default=None, help="Optuna study name (default: mnr-MODEL).")
-@click.option("--storage", callback=_blank_is_none, default=None,
-              help="Optuna storage: an RDB URL (sqlite:///tune.db, postgresql://...) or a journal file "
-                   "path (default: STUDY_NAME.journal in the working directory).")
-@click.option("--n-jobs", callback=_convert(int, "--n-jobs"), default=None, metavar="N",
-              help="Trials run at once in threads of this process (default 1; -1 = one per core).")
-@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True,
-              help="How trials pick values.")
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True,
-              help="How bad trials are stopped early.")
-@click.option("--register", callback=_blank_is_none, default=None, metavar="NAME",
-              help="Retrain the best config for the config's full train.epochs and register the model as NAME.")
-@click.option("--save-weights", is_flag=True,
-              help="Keep each trial's checkpoints and log its model (default: trials write no weights).")
-def tune_cmd(model, config_file, model_module, data, epochs, seed, experiment, overrides, trials, timeout,
-             study_name, storage, n_jobs, sampler, pruner, register, save_weights) -> None:
+@click.option(
+    "--trials",
+    callback=_convert(int, "--trials"),
+    default=None,
+    metavar="N",
+    help="Trials to ADD to the study from this process (default: 30, or as many as fit in "
+    "--timeout). Re-running the same command resumes the study: finished trials are kept, "
+    "never rerun, and this many more are added. 0 only re-logs the study (say, with --register).",
+)
+@click.option(
+    "--timeout",
+    callback=_convert(float, "--timeout"),
+    default=None,
+    metavar="SECONDS",
+    help="Start no new trial after this many seconds.",
+)
+@click.option(
+    "--study-name",
+    callback=_blank_is_none,
+    default=None,
+    help="Optuna study name (default: mnr-MODEL).",
+)
+@click.option(
+    "--storage",
+    callback=_blank_is_none,
+    default=None,
+    help="Optuna storage: an RDB URL (sqlite:///tune.db, postgresql://...) or a journal file "
+    "path (default: STUDY_NAME.journal in the working directory).",
+)
+@click.option(
+    "--n-jobs",
+    callback=_convert(int, "--n-jobs"),
+    default=None,
+    metavar="N",
+    help="Trials run at once in threads of this process (default 1; -1 = one per core).",
+)
+@click.option(
+    "--sampler",
+    type=click.Choice(["tpe", "random"]),
+    default="tpe",
+    show_default=True,
+    help="How trials pick values.",
+)
+@click.option(
+    "--pruner",
+    type=click.Choice(["median", "hyperband", "none"]),
+    default="median",
+    show_default=True,
+    help="How bad trials are stopped early.",
+)
+@click.option(
+    "--register",
+    callback=_blank_is_none,
+    default=None,
+    metavar="NAME",
+    help="Retrain the best config for the config's full train.epochs and register the model as NAME.",
+)
+@click.option(
+    "--save-weights",
+    is_flag=True,
+    help="Keep each trial's checkpoints and log its model (default: trials write no weights).",
+)
+def tune_cmd(
+    model,
+    config_file,
+    model_module,
+    data,
+    epochs,
+    seed,
+    experiment,
+    overrides,
+    trials,
+    timeout,
+    study_name,
+    storage,
+    n_jobs,
+    sampler,
+    pruner,
+    register,
+    save_weights,
+) -> None:
     """Search hyper-parameters with Optuna; each trial is a child MLflow run of one study run.
 
     The search space is the config's `search:` section, else learning rate (log 1e-4..0.1) and
@@ -342,7 +562,12 @@ def tune_cmd(model, config_file, model_module, data, epochs, seed, experiment, o
     config = resolve_config(
         model=model or (None if config_file else "baseline_cnn"),
         config=config_file,
-        options={"model.module": model_module, "data.path": data, "train.seed": seed, "tracking.experiment": experiment},
+        options={
+            "model.module": model_module,
+            "data.path": data,
+            "train.seed": seed,
+            "tracking.experiment": experiment,
+        },
         overrides=overrides,
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # mnr prints one line per trial instead
@@ -362,12 +587,18 @@ def tune_cmd(model, config_file, model_module, data, epochs, seed, experiment, o
             save_weights=save_weights,
         )
     except KeyboardInterrupt:
-        click.echo("mnr: interrupted; finished trials are kept in the study, the running one is marked failed "
-                   "and the study's MLflow run KILLED. Run the same command again to continue.", err=True)
+        click.echo(
+            "mnr: interrupted; finished trials are kept in the study, the running one is marked failed "
+            "and the study's MLflow run KILLED. Run the same command again to continue.",
+            err=True,
+        )
         sys.exit(130)
     click.echo(format_summary(result.study))
     counts = result.counts
-    click.echo(f"\nstudy {result.study_name} ({result.storage}): " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    click.echo(
+        f"\nstudy {result.study_name} ({result.storage}): "
+        + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+    )
     click.echo(f"MLflow parent run: {result.parent_run_id}")
     if result.best_trial is None:
         click.echo("no trial completed", err=True)
@@ -381,10 +612,14 @@ def tune_cmd(model, config_file, model_module, data, epochs, seed, experiment, o
 
 for _param in tune_cmd.params:  # the shared options mean something slightly different when tuning
     if _param.name == "epochs":
-        _param.help = (f"Epochs per trial (default: the config's train.epochs, at most {DEFAULT_TUNE_EPOCHS}); "
-                       "--register retrains for the config's full train.epochs.")
+        _param.help = (
+            f"Epochs per trial (default: the config's train.epochs, at most {DEFAULT_TUNE_EPOCHS}); "
+            "--register retrains for the config's full train.epochs."
+        )
     elif _param.name == "seed":
-        _param.help = "Seed for training and for the sampler (trial N draws the same values in any process)."
+        _param.help = (
+            "Seed for training and for the sampler (trial N draws the same values in any process)."
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

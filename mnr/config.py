@@ -64,7 +64,9 @@ class ModelConfig:
     name: str = "baseline_cnn"
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: bool = False  # only resnet18 has weights, and they need network access
-    module: str | None = None  # a user's .py file or module whose @register_model functions load first
+    module: str | None = (
+        None  # a user's .py file or module whose @register_model functions load first
+    )
 
 
 @dataclass
@@ -205,7 +207,11 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is list:
         if not isinstance(value, list | tuple):
             raise MnrError(f"{key}: expected a list, got {value!r}")
-        return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+        return (
+            [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+            if args
+            else list(value)
+        )
     if origin is dict:
         if not isinstance(value, dict):
             raise MnrError(f"{key}: expected a mapping, got {value!r}")
@@ -247,7 +253,10 @@ def from_dict(cls: type, data: Any, *, prefix: str = "") -> Any:
         raise MnrError(
             f"unknown config key {where}{unknown[0]}; valid keys here: {', '.join(sorted(names))}"
         )
-    kwargs = {name: coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
+    kwargs = {
+        name: coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in data.items()
+    }
     return cls(**kwargs)
 
 
@@ -367,7 +376,9 @@ def _config_source(*, model: str | None, config: str | Path | None) -> Path | No
         path = Path(config).expanduser()
         if path.is_file():
             return path
-        named = experiment_path(str(config).removesuffix(".yaml")) if path.parent == Path(".") else None
+        named = (
+            experiment_path(str(config).removesuffix(".yaml")) if path.parent == Path(".") else None
+        )
         if named is not None:
             return named
         raise MnrError(
@@ -415,5 +426,7 @@ def resolve_config(
     apply_overrides(data, overrides)
     resolved = from_dict(ExperimentConfig, data)
     if len(resolved.data.input_size) != 2 or min(resolved.data.input_size) < 8:
-        raise MnrError(f"data.input_size: expected [height, width] of at least 8, got {resolved.data.input_size}")
+        raise MnrError(
+            f"data.input_size: expected [height, width] of at least 8, got {resolved.data.input_size}"
+        )
     return resolved

@@ -126,20 +126,26 @@ class FitResult:
     history: list[dict[str, float]]
     status: str
     epochs: int
-    stop_reason: str = ""  # why it stopped before train.epochs (early stopping, target); "" if it did not
+    stop_reason: str = (
+        ""  # why it stopped before train.epochs (early stopping, target); "" if it did not
+    )
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto` picks cuda, then mps, then cpu; naming an unavailable device is a user error."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+            return torch.device(
+                "cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
+            )
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise MnrError("train.device=cuda but no CUDA GPU is available; use train.device=auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise MnrError("train.device=mps but MPS is not available; use train.device=auto")
     return torch.device(name)
 
@@ -164,22 +170,32 @@ def make_optimizer(model: nn.Module, config: ExperimentConfig) -> torch.optim.Op
         if opt.nesterov and opt.momentum <= 0:
             raise MnrError("optim.nesterov needs optim.momentum > 0")
         return torch.optim.SGD(
-            params, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov, weight_decay=opt.weight_decay
+            params,
+            lr=opt.lr,
+            momentum=opt.momentum,
+            nesterov=opt.nesterov,
+            weight_decay=opt.weight_decay,
         )
     if opt.name == "adam":
         return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
     return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: ExperimentConfig, *, steps_per_epoch: int) -> Any:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: ExperimentConfig, *, steps_per_epoch: int
+) -> Any:
     """none, step, cosine (per epoch) or onecycle (per batch) from `config.scheduler`."""
     sched, epochs = config.scheduler, config.train.epochs
     if sched.name == "none":
         return None
     if sched.name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched.step_size, gamma=sched.gamma)
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=sched.step_size, gamma=sched.gamma
+        )
     if sched.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=sched.min_lr)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, epochs), eta_min=sched.min_lr
+        )
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=config.optim.lr,
@@ -205,7 +221,9 @@ def _input_norm(model: nn.Module) -> tuple[Sequence[float], Sequence[float]]:
     return cfg.mean, cfg.std
 
 
-def _batches(count: int, batch_size: int, order: torch.Tensor, *, min_last: int) -> Iterator[torch.Tensor]:
+def _batches(
+    count: int, batch_size: int, order: torch.Tensor, *, min_last: int
+) -> Iterator[torch.Tensor]:
     for start in range(0, count, batch_size):
         index = order[start : start + batch_size]
         if len(index) < min_last:  # a 1-image batch breaks batch norm in training mode
@@ -279,13 +297,18 @@ def train_one_epoch(
     seen = 0
     order = _epoch_order(ctx, len(images))
     batch_size = _rank_batch_size(train_cfg.batch_size, ctx.world_size)
-    min_last = 2 if ctx.world_size == 1 else 1  # with several ranks `_epoch_order` drops by global batch
-    for step, index in enumerate(_batches(len(order), batch_size, order, min_last=min_last), start=1):
+    # with several ranks `_epoch_order` drops by global batch
+    min_last = 2 if ctx.world_size == 1 else 1
+    for step, index in enumerate(
+        _batches(len(order), batch_size, order, min_last=min_last), start=1
+    ):
         # index_select copies whole images; images[index] (advanced indexing) goes element by
         # element and costs 10x more on a CPU (benchmarks/speed.py). Same values either way.
         rows = index.to(images.device)
         x = to_model_input(
-            images.index_select(0, rows).to(ctx.device, non_blocking=True), mean=mean, std=std,
+            images.index_select(0, rows).to(ctx.device, non_blocking=True),
+            mean=mean,
+            std=std,
             channels_last=train_cfg.channels_last,
         )
         x = augment_batch(x, train_cfg.augment, generator=ctx.generator)
@@ -309,7 +332,13 @@ def train_one_epoch(
                 f"(global step {ctx.global_step}); lower optim.lr (now {config.optim.lr:g}). "
                 "The last good checkpoint is kept."
             )
-    totals = torch.stack([loss_sum, correct.to(torch.float64), torch.tensor(float(seen), dtype=torch.float64, device=ctx.device)])
+    totals = torch.stack(
+        [
+            loss_sum,
+            correct.to(torch.float64),
+            torch.tensor(float(seen), dtype=torch.float64, device=ctx.device),
+        ]
+    )
     if ctx.world_size > 1:
         dist.all_reduce(totals)
         _average_buffers(ctx.raw_model, ctx.world_size)
@@ -320,7 +349,10 @@ def train_one_epoch(
             f"(by global step {ctx.global_step}); lower optim.lr (now {config.optim.lr:g}). "
             "The last good checkpoint is kept."
         )
-    return {"train_loss": loss_total / max(seen_total, 1), "train_acc": correct_total / max(seen_total, 1)}
+    return {
+        "train_loss": loss_total / max(seen_total, 1),
+        "train_acc": correct_total / max(seen_total, 1),
+    }
 
 
 @torch.inference_mode()
@@ -362,7 +394,9 @@ def evaluate(
     prefix: str = "val",
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Loss, accuracy and top-5 accuracy on a labelled set, plus the logits for further metrics."""
-    logits = predict_logits(model, images, batch_size=batch_size, device=device, channels_last=channels_last)
+    logits = predict_logits(
+        model, images, batch_size=batch_size, device=device, channels_last=channels_last
+    )
     labels = labels.cpu()
     loss = nn.functional.cross_entropy(logits, labels).item()
     top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -406,13 +440,21 @@ def fit(
     generator = torch.Generator().manual_seed(train_cfg.seed)
     optimizer = make_optimizer(model, config)
     _rank_batch_size(train_cfg.batch_size, world_size)  # an uneven split fails before any work
-    steps_per_epoch = math.ceil(len(train_images) / train_cfg.batch_size)  # global batches, any world size
+    # global batches, any world size
+    steps_per_epoch = math.ceil(len(train_images) / train_cfg.batch_size)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps_per_epoch)
     if device.type != "cpu":
         train_images, train_labels = train_images.to(device), train_labels.to(device)
     ctx = FitContext(
-        model=model, optimizer=optimizer, scheduler=scheduler, config=config, device=device,
-        generator=generator, callbacks=list(callbacks), rank=rank, world_size=world_size,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        config=config,
+        device=device,
+        generator=generator,
+        callbacks=list(callbacks),
+        rank=rank,
+        world_size=world_size,
     )
     if resume is not None:
         _restore(ctx, resume)
@@ -420,10 +462,15 @@ def fit(
         # Buffers are averaged once per epoch (`_average_buffers`) rather than copied from rank 0
         # before every forward pass.
         ctx.model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            forward_sync_buffers=False,
         )
     criterion = nn.CrossEntropyLoss(label_smoothing=train_cfg.label_smoothing)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and train_cfg.amp and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler(
+        "cuda",
+        enabled=device.type == "cuda" and train_cfg.amp and not torch.cuda.is_bf16_supported(),
+    )
     status = "FAILED"
     for cb in ctx.callbacks:
         cb.on_fit_start(ctx)
@@ -431,10 +478,16 @@ def fit(
         while ctx.epoch < train_cfg.epochs and not ctx.should_stop:
             started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            metrics = train_one_epoch(ctx, train_images, train_labels, criterion=criterion, scaler=scaler)
+            metrics = train_one_epoch(
+                ctx, train_images, train_labels, criterion=criterion, scaler=scaler
+            )
             train_seconds = time.perf_counter() - started
             val_metrics, _ = evaluate(
-                ctx.raw_model, val_images, val_labels, batch_size=train_cfg.eval_batch_size, device=device,
+                ctx.raw_model,
+                val_images,
+                val_labels,
+                batch_size=train_cfg.eval_batch_size,
+                device=device,
                 channels_last=train_cfg.channels_last,
             )
             metrics.update(val_metrics)
@@ -443,12 +496,19 @@ def fit(
             ctx.epoch += 1
             elapsed = time.perf_counter() - started
             metrics.update(
-                lr=lr, epoch_seconds=elapsed, images_per_second=len(train_images) / max(train_seconds, 1e-9),
+                lr=lr,
+                epoch_seconds=elapsed,
+                images_per_second=len(train_images) / max(train_seconds, 1e-9),
                 epoch=float(ctx.epoch),
             )
             ctx.history.append(metrics)
-            if train_cfg.target is not None and _reached(metrics.get(train_cfg.monitor), train_cfg.target, train_cfg.monitor_mode):
-                ctx.should_stop, ctx.stop_reason = True, f"{train_cfg.monitor} reached {train_cfg.target}"
+            if train_cfg.target is not None and _reached(
+                metrics.get(train_cfg.monitor), train_cfg.target, train_cfg.monitor_mode
+            ):
+                ctx.should_stop, ctx.stop_reason = (
+                    True,
+                    f"{train_cfg.monitor} reached {train_cfg.target}",
+                )
             for cb in ctx.callbacks:
                 cb.on_epoch_end(ctx, metrics)
         status = "FINISHED"
@@ -458,7 +518,9 @@ def fit(
     finally:
         for cb in ctx.callbacks:
             cb.on_fit_end(ctx, status)
-    return FitResult(history=ctx.history, status=status, epochs=ctx.epoch, stop_reason=ctx.stop_reason)
+    return FitResult(
+        history=ctx.history, status=status, epochs=ctx.epoch, stop_reason=ctx.stop_reason
+    )
 
 
 def _reached(value: float | None, target: float, mode: str) -> bool:

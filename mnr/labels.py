@@ -61,7 +61,9 @@ def name_to_midi(name: str) -> int:
     """MIDI number of a note name; accepts sharps and flats: 'C#4' and 'Db4' -> 61."""
     match = _NAME_RE.match(name.strip())
     if not match:
-        raise MnrError(f"{name!r} is not a note name: write a letter, optional # or b, an octave (C#4)")
+        raise MnrError(
+            f"{name!r} is not a note name: write a letter, optional # or b, an octave (C#4)"
+        )
     letter, accidental, octave = match.groups()
     pitch = letter.upper() + accidental
     pitch = _FLATS.get(pitch, pitch)

@@ -87,4 +87,11 @@ def cache_dir() -> Path:
 
 def all_vars() -> list[EnvVar]:
     """Every variable above, for documentation."""
-    return [MNR_HOME, MNR_DATA_DIR, MNR_CACHE_DIR, MNR_CHECKPOINT_DIR, MLFLOW_TRACKING_URI, MNR_HEARTBEAT_SECONDS]
+    return [
+        MNR_HOME,
+        MNR_DATA_DIR,
+        MNR_CACHE_DIR,
+        MNR_CHECKPOINT_DIR,
+        MLFLOW_TRACKING_URI,
+        MNR_HEARTBEAT_SECONDS,
+    ]

@@ -110,20 +110,41 @@ def _run_name(config: ExperimentConfig) -> str:
     )
 
 
-def _callbacks(config: ExperimentConfig, *, run_id: str | None, checkpoint_dir: Path | None) -> list[Callback]:
+def _callbacks(
+    config: ExperimentConfig, *, run_id: str | None, checkpoint_dir: Path | None
+) -> list[Callback]:
     callbacks: list[Callback] = []
     stop = config.train.early_stopping
     if stop.enabled:
-        callbacks.append(EarlyStopping(monitor=stop.monitor, patience=stop.patience, mode=stop.mode, min_delta=stop.min_delta))
+        callbacks.append(
+            EarlyStopping(
+                monitor=stop.monitor,
+                patience=stop.patience,
+                mode=stop.mode,
+                min_delta=stop.min_delta,
+            )
+        )
     if run_id is not None:
         callbacks.append(tracking.MlflowLogger(run_id))
     if checkpoint_dir is not None:
-        callbacks.append(ModelCheckpoint(checkpoint_dir, monitor=config.train.monitor, mode=config.train.monitor_mode, extra={"run_id": run_id}))
+        callbacks.append(
+            ModelCheckpoint(
+                checkpoint_dir,
+                monitor=config.train.monitor,
+                mode=config.train.monitor_mode,
+                extra={"run_id": run_id},
+            )
+        )
     return callbacks
 
 
 def _final_evaluation(
-    model: torch.nn.Module, data: TrainingData, config: ExperimentConfig, *, run_id: str | None, device: torch.device
+    model: torch.nn.Module,
+    data: TrainingData,
+    config: ExperimentConfig,
+    *,
+    run_id: str | None,
+    device: torch.device,
 ) -> dict[str, float]:
     """Val and held-out test metrics of the best weights; the confusion matrix and per-class table."""
     results: dict[str, float] = {}
@@ -131,7 +152,13 @@ def _final_evaluation(
     if data.test_images is not None and data.test_labels is not None:
         sets.append(("test", data.test_images, data.test_labels))
     for name, images, labels in sets:
-        _, logits = evaluate(model, torch.from_numpy(images), torch.from_numpy(labels), batch_size=config.train.eval_batch_size, device=device)
+        _, logits = evaluate(
+            model,
+            torch.from_numpy(images),
+            torch.from_numpy(labels),
+            batch_size=config.train.eval_batch_size,
+            device=device,
+        )
         probs = torch.softmax(logits, 1).numpy()
         preds = probs.argmax(1)
         summary = pitch_metrics.evaluate_predictions(labels, preds, probs)
@@ -139,9 +166,15 @@ def _final_evaluation(
         if run_id is not None and name == sets[-1][0]:
             with tempfile.TemporaryDirectory() as tmp:
                 cm = pitch_metrics.confusion_matrix(labels, preds)
-                image = pitch_metrics.plot_confusion_matrix(cm, Path(tmp) / "confusion_matrix.png", title=f"{config.model.name} on {name}: accuracy {summary['accuracy']:.4f}")
+                image = pitch_metrics.plot_confusion_matrix(
+                    cm,
+                    Path(tmp) / "confusion_matrix.png",
+                    title=f"{config.model.name} on {name}: accuracy {summary['accuracy']:.4f}",
+                )
                 tracking.log_artifact(run_id, image)
-                table = pitch_metrics.format_per_class_table(pitch_metrics.per_class_table(labels, preds))
+                table = pitch_metrics.format_per_class_table(
+                    pitch_metrics.per_class_table(labels, preds)
+                )
                 tracking.log_text(run_id, table, "per_class_accuracy.csv")
     return results
 
@@ -173,12 +206,15 @@ def run_training(
     track = track and is_main
     if track:
         tracking.configure_tracking(check=True)  # an unreachable server fails here, before any work
-    seed_everything(config.train.seed, deterministic=config.train.deterministic)  # weights init from the seed
+    # weights init from the seed
+    seed_everything(config.train.seed, deterministic=config.train.deterministic)
     model = build_model(config)
     if data is None:
         data = load_data(config, progress=progress and is_main)
     if tuple(data.input_size) != tuple(config.data.input_size):
-        raise MnrError(f"data decoded at {data.input_size} but data.input_size is {config.data.input_size}")
+        raise MnrError(
+            f"data decoded at {data.input_size} but data.input_size is {config.data.input_size}"
+        )
 
     run = (
         tracking.tracked_run(
@@ -195,15 +231,27 @@ def run_training(
         with run as run_id:
             if track:
                 tracking.log_params(run_id, config)
-                tracking.log_dataset(run_id, name=f"{data.paths.train.parent.name}/{data.paths.train.name}", digest=data.digest, source=str(data.paths.train))
+                tracking.log_dataset(
+                    run_id,
+                    name=f"{data.paths.train.parent.name}/{data.paths.train.name}",
+                    digest=data.digest,
+                    source=str(data.paths.train),
+                )
             run_id = _shared_run_id(run_id)
             checkpoint_dir = None
             if save_checkpoints:
-                checkpoint_dir = settings.MNR_CHECKPOINT_DIR.path() / (run_id or f"local-{os.getpid()}")
+                checkpoint_dir = settings.MNR_CHECKPOINT_DIR.path() / (
+                    run_id or f"local-{os.getpid()}"
+                )
             try:
                 return _train(
-                    model, config, data, run_id=run_id if track else None, state=state,
-                    checkpoint_dir=checkpoint_dir, extra_callbacks=extra_callbacks,
+                    model,
+                    config,
+                    data,
+                    run_id=run_id if track else None,
+                    state=state,
+                    checkpoint_dir=checkpoint_dir,
+                    extra_callbacks=extra_callbacks,
                     final_evaluation=final_evaluation and is_main,
                 )
             except BaseException:
@@ -212,11 +260,16 @@ def run_training(
                 raise
     except KeyboardInterrupt:
         if track and save_checkpoints:  # trials keep no checkpoints, so they have nothing to resume
-            print(f"mnr: run {run_id} marked KILLED; resume with: mnr train --resume {run_id}", file=sys.stderr)
+            print(
+                f"mnr: run {run_id} marked KILLED; resume with: mnr train --resume {run_id}",
+                file=sys.stderr,
+            )
         raise
 
 
-def _run_tags(config: ExperimentConfig, data: TrainingData, *, resumed: bool, extra: dict[str, str] | None) -> dict[str, str]:
+def _run_tags(
+    config: ExperimentConfig, data: TrainingData, *, resumed: bool, extra: dict[str, str] | None
+) -> dict[str, str]:
     tags = {
         "model": config.model.name,
         "data.digest": data.digest,
@@ -251,7 +304,9 @@ def _train(
     final_evaluation: bool,
 ) -> TrainResult:
     """Fit, reload the best weights, evaluate them and log the results to run `run_id` (if any)."""
-    callbacks = _callbacks(config, run_id=run_id, checkpoint_dir=checkpoint_dir) + list(extra_callbacks)
+    callbacks = _callbacks(config, run_id=run_id, checkpoint_dir=checkpoint_dir) + list(
+        extra_callbacks
+    )
     device = resolve_device(config.train.device)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -267,7 +322,10 @@ def _train(
         device=device,
     )
     result = TrainResult(
-        run_id=run_id, status="FINISHED", history=fitted.history, checkpoint_dir=checkpoint_dir,
+        run_id=run_id,
+        status="FINISHED",
+        history=fitted.history,
+        checkpoint_dir=checkpoint_dir,
         stop_reason=fitted.stop_reason,
     )
     checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
@@ -277,8 +335,14 @@ def _train(
     if final_evaluation:
         result.final_metrics = _final_evaluation(model, data, config, run_id=run_id, device=device)
     if run_id is not None:
-        tracking.log_metrics(run_id, {**result.final_metrics, "epochs_run": float(fitted.epochs)}, step=fitted.epochs)
-        if checkpoint is not None and config.tracking.checkpoint_artifacts and checkpoint.best_path.is_file():
+        tracking.log_metrics(
+            run_id, {**result.final_metrics, "epochs_run": float(fitted.epochs)}, step=fitted.epochs
+        )
+        if (
+            checkpoint is not None
+            and config.tracking.checkpoint_artifacts
+            and checkpoint.best_path.is_file()
+        ):
             tracking.log_artifact(run_id, checkpoint.best_path, artifact_path="checkpoints")
         if config.tracking.log_model:
             result.model_uri = _log_model(model.cpu(), config, run_id=run_id)
@@ -307,7 +371,10 @@ def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str)
     from mnr.tracking import serving
 
     height, width = config.data.input_size
-    example = np.zeros((2, 3, height, width), dtype=np.float32)  # batch 1 would pin the exported batch size
+    # batch 1 would pin the exported batch size
+    example = np.zeros((2, 3, height, width), dtype=np.float32)
     model.eval()
-    serving.log_predictor(model, config=to_dict(config), run_id=run_id, registered_name=config.tracking.register)
+    serving.log_predictor(
+        model, config=to_dict(config), run_id=run_id, registered_name=config.tracking.register
+    )
     return tracking.log_pytorch_model(model, run_id=run_id, input_example=example)

@@ -44,7 +44,12 @@ def to_model_input(
 
 
 def _band_masks(
-    count: int, size: int, max_width: float, n: int, generator: torch.Generator, device: torch.device
+    count: int,
+    size: int,
+    max_width: float,
+    n: int,
+    generator: torch.Generator,
+    device: torch.device,
 ) -> torch.Tensor:
     """`count` x `size` boolean masks, each the union of `n` random bands of width <= max_width."""
     positions = torch.arange(size, device=device).view(1, size)
@@ -52,12 +57,16 @@ def _band_masks(
     limit = max(1, int(round(max_width * size)))
     for _ in range(n):
         width = torch.randint(0, limit + 1, (count, 1), generator=generator).to(device)
-        start = (torch.rand((count, 1), generator=generator).to(device) * (size - width + 1)).floor()
+        start = (
+            torch.rand((count, 1), generator=generator).to(device) * (size - width + 1)
+        ).floor()
         mask |= (positions >= start) & (positions < start + width)
     return mask
 
 
-def augment_batch(x: torch.Tensor, config: AugmentConfig, *, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor, config: AugmentConfig, *, generator: torch.Generator
+) -> torch.Tensor:
     """Augment a normalised float batch in place where possible; random numbers come from
     `generator` (a CPU generator) so that a seeded run, and its resume, repeat exactly."""
     if not config.enabled:
@@ -67,14 +76,20 @@ def augment_batch(x: torch.Tensor, config: AugmentConfig, *, generator: torch.Ge
     if config.time_shift > 0:
         max_shift = int(round(config.time_shift * width))
         if max_shift > 0:
-            shift = torch.randint(-max_shift, max_shift + 1, (count, 1), generator=generator).to(device)
+            shift = torch.randint(-max_shift, max_shift + 1, (count, 1), generator=generator).to(
+                device
+            )
             index = (torch.arange(width, device=device).view(1, width) - shift) % width
             x = torch.gather(x, 3, index.view(count, 1, 1, width).expand_as(x))
     if config.freq_masks > 0:
-        rows = _band_masks(count, height, config.freq_mask_width, config.freq_masks, generator, device)
+        rows = _band_masks(
+            count, height, config.freq_mask_width, config.freq_masks, generator, device
+        )
         x = x.masked_fill(rows.view(count, 1, height, 1), 0.0)
     if config.time_masks > 0:
-        cols = _band_masks(count, width, config.time_mask_width, config.time_masks, generator, device)
+        cols = _band_masks(
+            count, width, config.time_mask_width, config.time_masks, generator, device
+        )
         x = x.masked_fill(cols.view(count, 1, 1, width), 0.0)
     if config.gain > 0:
         gain = 1.0 + (torch.rand((count, 1, 1, 1), generator=generator) * 2 - 1) * config.gain

@@ -37,14 +37,18 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     mlflow.set_tracking_uri(None)  # configure_tracking sets a process-wide URI; don't leak it
 
 
-def write_png(path: Path, *, mode: str = "RGBA", size: tuple[int, int] = (52, 40), seed: int = 0) -> Path:
+def write_png(
+    path: Path, *, mode: str = "RGBA", size: tuple[int, int] = (52, 40), seed: int = 0
+) -> Path:
     """A small random PNG of the given Pillow mode and (W, H) size."""
     rng = np.random.default_rng(seed)
     width, height = size
     if mode == "I;16":
         image = Image.fromarray(rng.integers(0, 65535, (height, width), dtype=np.uint16))
     else:
-        image = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "RGB").convert(mode)
+        image = Image.fromarray(
+            rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "RGB"
+        ).convert(mode)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG")
     return path
@@ -68,5 +72,7 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mnr.data.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("synth") / "data"
-    generate_dataset(root, per_class=8, test_per_class=3, seed=1, labels=[5, 44, 80], workers=2, progress=False)
+    generate_dataset(
+        root, per_class=8, test_per_class=3, seed=1, labels=[5, 44, 80], workers=2, progress=False
+    )
     return root

@@ -86,7 +86,9 @@ class Postgres:
 
     def url(self, database: str) -> str:
         # The driver is named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, not psycopg2.
-        return f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
+        return (
+            f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
+        )
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -102,7 +104,9 @@ def _run(command: list[str], *, log: Path | None = None) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
         extra = log.read_text()[-3000:] if log is not None and log.is_file() else ""
-        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}{result.stderr}{extra}")
+        raise RuntimeError(
+            f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}{result.stderr}{extra}"
+        )
 
 
 @contextmanager
@@ -118,9 +122,16 @@ def start_postgres(*, databases: tuple[str, ...] = DATABASES) -> Iterator[Postgr
     """
     folder = postgres_bin()
     if folder is None:
-        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl); .ci/run installs Debian's postgresql")
+        pytest.skip(
+            "PostgreSQL is not installed (no initdb/pg_ctl); .ci/run installs Debian's postgresql"
+        )
     root = Path(tempfile.mkdtemp(prefix="mnr-pg-"))
-    data, sockets, pwfile, log = root / "data", root / "sockets", root / "pwfile", root / "server.log"
+    data, sockets, pwfile, log = (
+        root / "data",
+        root / "sockets",
+        root / "pwfile",
+        root / "server.log",
+    )
     sockets.mkdir()
     pwfile.write_text(PG_PASSWORD + "\n")
     if os.geteuid() == 0:
@@ -131,28 +142,61 @@ def start_postgres(*, databases: tuple[str, ...] = DATABASES) -> Iterator[Postgr
     host = "127.0.0.1"
     env_password = {**os.environ, "PGPASSWORD": PG_PASSWORD}
     try:
-        _run(_as_postgres([
-            str(folder / "initdb"), "-D", str(data), "-U", PG_USER, f"--pwfile={pwfile}",
-            "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8",
-        ]))
-        _run(_as_postgres([
-            str(folder / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-            "-o", f"-c listen_addresses={host} -p {port} -k {sockets}", "start",
-        ]), log=log)
+        _run(
+            _as_postgres(
+                [
+                    str(folder / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    PG_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--encoding=UTF8",
+                ]
+            )
+        )
+        _run(
+            _as_postgres(
+                [
+                    str(folder / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-c listen_addresses={host} -p {port} -k {sockets}",
+                    "start",
+                ]
+            ),
+            log=log,
+        )
         createdb = folder / "createdb"
         for name in databases:
             result = subprocess.run(
                 [str(createdb), "-h", host, "-p", str(port), "-U", PG_USER, name],
-                capture_output=True, text=True, timeout=60, env=env_password, check=False,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env_password,
+                check=False,
             )
             if result.returncode != 0:
-                raise RuntimeError(f"createdb {name} failed: {result.stderr}\n{log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"createdb {name} failed: {result.stderr}\n{log.read_text()[-3000:]}"
+                )
         yield Postgres(host=host, port=port, user=PG_USER, password=PG_PASSWORD, root=root)
     finally:
         if (data / "postmaster.pid").exists():  # started, even if `pg_ctl start` then failed
             subprocess.run(
                 _as_postgres([str(folder / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                capture_output=True, timeout=60, check=False,
+                capture_output=True,
+                timeout=60,
+                check=False,
             )
         shutil.rmtree(root, ignore_errors=True)
 
@@ -167,12 +211,16 @@ class MlflowServer:
     process: subprocess.Popen
 
 
-def wait_for_health(url: str, process: subprocess.Popen, log: Path, *, timeout: float = STARTUP_SECONDS) -> None:
+def wait_for_health(
+    url: str, process: subprocess.Popen, log: Path, *, timeout: float = STARTUP_SECONDS
+) -> None:
     """Poll `url`/health until it answers 200; fail with the log if the process dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            raise RuntimeError(
+                f"mlflow server exited with {process.returncode}:\n{log.read_text()[-4000:]}"
+            )
         try:
             with urllib.request.urlopen(url + "/health", timeout=2) as response:  # noqa: S310 - loopback
                 if response.status == 200:
@@ -180,7 +228,9 @@ def wait_for_health(url: str, process: subprocess.Popen, log: Path, *, timeout: 
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"mlflow server did not answer {url}/health within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+    raise RuntimeError(
+        f"mlflow server did not answer {url}/health within {timeout:.0f} s:\n{log.read_text()[-4000:]}"
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -199,7 +249,9 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def start_mlflow_server(backend_store_uri: str, root: Path, *, workers: int = 1) -> Iterator[MlflowServer]:
+def start_mlflow_server(
+    backend_store_uri: str, root: Path, *, workers: int = 1
+) -> Iterator[MlflowServer]:
     """`mlflow server` on a free loopback port with artifacts proxied into `root/artifacts`.
 
     The command (docs/scaling.md, "A tracking server"):
@@ -213,14 +265,29 @@ def start_mlflow_server(backend_store_uri: str, root: Path, *, workers: int = 1)
     artifacts, log = root / "artifacts", root / "mlflow-server.log"
     artifacts.mkdir(parents=True, exist_ok=True)
     command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", backend_store_uri,
-        "--serve-artifacts", "--artifacts-destination", str(artifacts),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
     ]
     with open(log, "w") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            start_new_session=True,
             env={**os.environ, **SERVER_ENV},
         )
     url = f"http://127.0.0.1:{port}"
@@ -239,7 +306,11 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+def mlflow_server(
+    postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlflowServer]:
     """An MLflow tracking server on PostgreSQL (database `mlflow`), for the whole session."""
-    with start_mlflow_server(postgres.url("mlflow"), tmp_path_factory.mktemp("mlflow-server")) as server:
+    with start_mlflow_server(
+        postgres.url("mlflow"), tmp_path_factory.mktemp("mlflow-server")
+    ) as server:
         yield server

@@ -25,7 +25,11 @@ def test_baseline_yaml_reproduces_the_seed() -> None:
     config = resolve_config(model="baseline_cnn")
     assert config.model.name == "baseline_cnn"
     assert (config.optim.name, config.optim.lr, config.optim.momentum) == ("sgd", 0.005, 0.9)
-    assert (config.train.batch_size, config.train.epochs, config.train.label_smoothing) == (64, 45, 0.0)
+    assert (config.train.batch_size, config.train.epochs, config.train.label_smoothing) == (
+        64,
+        45,
+        0.0,
+    )
     assert config.train.augment.enabled is False and config.scheduler.name == "none"
 
 
@@ -46,10 +50,15 @@ def test_a_named_config_resolves_and_a_missing_one_says_where_it_looked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert resolve_config(config="baseline_cnn_tuned").train.batch_size == 16  # a shipped name
-    with pytest.raises(MnrError, match=r"looked for the file .*nope.* and for a shipped experiment .*nope\.yaml"):
+    with pytest.raises(
+        MnrError, match=r"looked for the file .*nope.* and for a shipped experiment .*nope\.yaml"
+    ):
         resolve_config(config="nope")
-    monkeypatch.setattr("mnr.config.experiments_dir", lambda: tmp_path)  # as if a wheel had lost them
-    with pytest.raises(MnrError, match=rf"experiment config of 'bn_cnn' is missing: looked for {tmp_path}"):
+    # as if a wheel had lost them
+    monkeypatch.setattr("mnr.config.experiments_dir", lambda: tmp_path)
+    with pytest.raises(
+        MnrError, match=rf"experiment config of 'bn_cnn' is missing: looked for {tmp_path}"
+    ):
         resolve_config(model="bn_cnn")
     assert resolve_config(model="my_own_net").model.name == "my_own_net"  # ships none: defaults
 
@@ -58,7 +67,9 @@ def test_precedence_yaml_then_options_then_overrides(tmp_path: Path) -> None:
     path = tmp_path / "e.yaml"
     path.write_text("optim: {lr: 0.1}\ntrain: {epochs: 3, batch_size: 16}\n")
     config = resolve_config(
-        config=path, options={"optim.lr": 0.2, "train.epochs": None}, overrides=["optim.lr=0.3", "train.augment.enabled=true"]
+        config=path,
+        options={"optim.lr": 0.2, "train.epochs": None},
+        overrides=["optim.lr=0.3", "train.augment.enabled=true"],
     )
     assert config.optim.lr == 0.3
     assert config.train.epochs == 3  # an option left None does not override
@@ -97,4 +108,8 @@ def test_dump_round_trips_and_flattens() -> None:
     data = yaml.safe_load(to_yaml(config))
     assert data == to_dict(config)
     flat = flatten(to_dict(config))
-    assert flat["optim.lr"] == 0.005 and flat["model.kwargs.dropout"] == 0.2 and flat["train.augment.enabled"] is False
+    assert (
+        flat["optim.lr"] == 0.005
+        and flat["model.kwargs.dropout"] == 0.2
+        and flat["train.augment.enabled"] is False
+    )

@@ -74,7 +74,9 @@ def test_unlabelled_folder_lists_pngs_sorted(tmp_path: Path) -> None:
         (b"missing.png 3", "missing"),
     ],
 )
-def test_each_bad_truth_line_is_reported_with_its_line(tmp_path: Path, line: bytes, fragment: str) -> None:
+def test_each_bad_truth_line_is_reported_with_its_line(
+    tmp_path: Path, line: bytes, fragment: str
+) -> None:
     write_png(tmp_path / "a.png")
     write_png(tmp_path / "ok.png")
     (tmp_path / "truth.txt").write_bytes(b"ok.png 1\n" + line + b"\n")
@@ -168,9 +170,19 @@ def _broken_files(folder: Path) -> dict[str, str]:
 
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
-    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+    )
     (folder / "bomb.png").write_bytes(bomb)
-    return {"truncated.png": "truncated", "empty.png": "empty", "text.png": "not a PNG", "bomb.png": "large"}
+    return {
+        "truncated.png": "truncated",
+        "empty.png": "empty",
+        "text.png": "not a PNG",
+        "bomb.png": "large",
+    }
 
 
 def test_broken_images_each_named_with_their_line(tmp_path: Path) -> None:
@@ -221,34 +233,48 @@ def test_cli_error_has_no_traceback(tmp_path: Path) -> None:
 def test_cache_hit_miss_and_invalidation(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "d", [1, 2, 3, 4])
     cache = tmp_path / "cache"
-    first = load_images(scan_folder(folder), size=(16, 20), cache_dir=cache, workers=1, progress=False)
+    first = load_images(
+        scan_folder(folder), size=(16, 20), cache_dir=cache, workers=1, progress=False
+    )
     assert not first.from_cache and first.images.shape == (4, 3, 16, 20)
-    second = load_images(scan_folder(folder), size=(16, 20), cache_dir=cache, workers=1, progress=False)
+    second = load_images(
+        scan_folder(folder), size=(16, 20), cache_dir=cache, workers=1, progress=False
+    )
     assert second.from_cache and np.array_equal(first.images, second.images)
     # another input size is another cache entry
-    assert not load_images(scan_folder(folder), size=(8, 8), cache_dir=cache, workers=1, progress=False).from_cache
+    assert not load_images(
+        scan_folder(folder), size=(8, 8), cache_dir=cache, workers=1, progress=False
+    ).from_cache
     # a changed file invalidates
     write_png(folder / "img002.png", seed=99)
     os.utime(folder / "img002.png", ns=(1, 1))
-    third = load_images(scan_folder(folder), size=(16, 20), cache_dir=cache, workers=1, progress=False)
+    third = load_images(
+        scan_folder(folder), size=(16, 20), cache_dir=cache, workers=1, progress=False
+    )
     assert not third.from_cache and not np.array_equal(third.images[2], first.images[2])
     # an added file invalidates
     write_png(folder / "extra.png", seed=5)
     with open(folder / "truth.txt", "a") as fh:
         fh.write("extra.png 7\n")
-    assert not load_images(scan_folder(folder), size=(16, 20), cache_dir=cache, workers=1, progress=False).from_cache
+    assert not load_images(
+        scan_folder(folder), size=(16, 20), cache_dir=cache, workers=1, progress=False
+    ).from_cache
 
 
 def test_corrupt_cache_is_rebuilt_not_trusted(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "d", [1, 2])
     cache = tmp_path / "cache"
-    first = load_images(scan_folder(folder), size=(16, 16), cache_dir=cache, workers=1, progress=False)
+    first = load_images(
+        scan_folder(folder), size=(16, 16), cache_dir=cache, workers=1, progress=False
+    )
     array_file = cache / f"{first.key}.npy"
     raw = bytearray(array_file.read_bytes())
     raw[-10] ^= 0xFF  # one flipped bit in the pixels: the header still parses
     array_file.write_bytes(bytes(raw))
     with pytest.warns(UserWarning, match="rebuilding"):
-        again = load_images(scan_folder(folder), size=(16, 16), cache_dir=cache, workers=1, progress=False)
+        again = load_images(
+            scan_folder(folder), size=(16, 16), cache_dir=cache, workers=1, progress=False
+        )
     assert not again.from_cache and np.array_equal(again.images, first.images)
     array_file.write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="rebuilding"):
@@ -257,8 +283,12 @@ def test_corrupt_cache_is_rebuilt_not_trusted(tmp_path: Path) -> None:
 
 def test_parallel_decode_matches_serial(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "d", list(range(40)))
-    serial = load_images(scan_folder(folder), size=(12, 12), use_cache=False, workers=1, progress=False)
-    parallel = load_images(scan_folder(folder), size=(12, 12), use_cache=False, workers=2, progress=False)
+    serial = load_images(
+        scan_folder(folder), size=(12, 12), use_cache=False, workers=1, progress=False
+    )
+    parallel = load_images(
+        scan_folder(folder), size=(12, 12), use_cache=False, workers=2, progress=False
+    )
     assert np.array_equal(serial.images, parallel.images)
 
 
@@ -286,7 +316,9 @@ def test_kfold_covers_every_index_once() -> None:
         assert set(np.unique(labels[val])) == set(range(5))
 
 
-@pytest.mark.parametrize(("shape", "mode"), [((7, 5, 4), "RGBA"), ((7, 5, 3), "RGB"), ((7, 5), "L"), ((3, 7, 5), "RGB")])
+@pytest.mark.parametrize(
+    ("shape", "mode"), [((7, 5, 4), "RGBA"), ((7, 5, 3), "RGB"), ((7, 5), "L"), ((3, 7, 5), "RGB")]
+)
 def test_png_bytes_round_trips(tmp_path: Path, shape: tuple[int, ...], mode: str) -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=shape, dtype=np.uint8)

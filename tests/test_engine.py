@@ -24,10 +24,18 @@ CLASSES = 4
 
 
 def _config(*overrides: str):
+    # fmt: skip
     return resolve_config(
-        overrides=["train.epochs=3", "train.batch_size=8", "optim.name=adam", "optim.lr=0.05",
-                   "train.channels_last=false", "data.input_size=[8,8]", *overrides]
-    )  # fmt: skip
+        overrides=[
+            "train.epochs=3",
+            "train.batch_size=8",
+            "optim.name=adam",
+            "optim.lr=0.05",
+            "train.channels_last=false",
+            "data.input_size=[8,8]",
+            *overrides,
+        ]
+    )
 
 
 def _data(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -37,7 +45,12 @@ def _data(seed: int = 0) -> dict[str, torch.Tensor]:
     images = torch.randint(0, 60, (64, 3, 8, 8), generator=generator, dtype=torch.uint8)
     for index, label in enumerate(labels.tolist()):
         images[index, :, 2 * label : 2 * label + 2] += 180
-    return {"train_images": images[:48], "train_labels": labels[:48], "val_images": images[48:], "val_labels": labels[48:]}
+    return {
+        "train_images": images[:48],
+        "train_labels": labels[:48],
+        "val_images": images[48:],
+        "val_labels": labels[48:],
+    }
 
 
 def _model() -> nn.Module:
@@ -72,7 +85,9 @@ def test_fit_calls_the_hooks_in_order_and_learns() -> None:
     result = fit(_model(), config=_config(), callbacks=[recorder], **_data())
     assert recorder.calls == ["start@0", "epoch1", "epoch2", "epoch3", "end:FINISHED"]
     assert result.status == "FINISHED" and result.epochs == 3 and result.stop_reason == ""
-    assert {"train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr"} <= set(result.history[-1])
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr"} <= set(
+        result.history[-1]
+    )
     assert result.history[-1]["val_acc"] > 0.9  # the task is easy: a broken loop cannot pass this
 
 
@@ -115,7 +130,9 @@ def test_resuming_from_a_checkpoint_dict_repeats_the_uninterrupted_run() -> None
 
 # --------------------------------------------------------------------------------- callbacks
 def test_model_checkpoint_writes_last_every_epoch_and_best_on_improvement(tmp_path: Path) -> None:
-    checkpoint = ModelCheckpoint(tmp_path / "ckpt", monitor="val_loss", mode="min", extra={"run_id": "r1"})
+    checkpoint = ModelCheckpoint(
+        tmp_path / "ckpt", monitor="val_loss", mode="min", extra={"run_id": "r1"}
+    )
     result = fit(_model(), config=_config(), callbacks=[checkpoint], **_data())
     last, best = load_checkpoint(checkpoint.last_path), load_checkpoint(checkpoint.best_path)
     assert last["epoch"] == 3 and last["run_id"] == "r1" and last["format"] == "mnr-checkpoint-1"
@@ -132,7 +149,8 @@ def test_model_checkpoint_refuses_an_unwritable_folder(tmp_path: Path) -> None:
 
 
 def test_early_stopping_waits_patience_epochs_without_improvement() -> None:
-    stopper = EarlyStopping(monitor="val_loss", patience=2, mode="min", min_delta=10.0)  # never "improves"
+    # never "improves"
+    stopper = EarlyStopping(monitor="val_loss", patience=2, mode="min", min_delta=10.0)
     result = fit(_model(), config=_config("train.epochs=10"), callbacks=[stopper], **_data())
     assert result.epochs == 3  # epoch 1 sets the best, epochs 2 and 3 fail to beat it by 10
     assert "did not improve for 2 epochs" in result.stop_reason
@@ -141,7 +159,9 @@ def test_early_stopping_waits_patience_epochs_without_improvement() -> None:
 
 def test_early_stopping_on_an_unknown_metric_names_the_known_ones() -> None:
     with pytest.raises(MnrError, match="not a logged metric; choose one of .*val_acc"):
-        fit(_model(), config=_config(), callbacks=[EarlyStopping(monitor="val_accuracy")], **_data())
+        fit(
+            _model(), config=_config(), callbacks=[EarlyStopping(monitor="val_accuracy")], **_data()
+        )
 
 
 # ---------------------------------------------------------------------------- tracking bridge
@@ -162,7 +182,9 @@ def test_tracked_run_ends_finished_killed_or_failed() -> None:
 def test_tracked_run_reopens_a_run_and_nests_a_child() -> None:
     with tracking.tracked_run(experiment="bridge") as parent:
         pass
-    with tracking.tracked_run(experiment="bridge", run_id=parent, tags={"again": "yes"}) as reopened:
+    with tracking.tracked_run(
+        experiment="bridge", run_id=parent, tags={"again": "yes"}
+    ) as reopened:
         assert reopened == parent and _status(parent) == "RUNNING"
         with tracking.tracked_run(experiment="bridge", parent_run_id=parent) as child:
             pass
@@ -183,9 +205,13 @@ def test_tracked_run_attaches_to_the_run_mlflow_run_made(monkeypatch: pytest.Mon
 
 def test_the_logger_sends_every_epoch_and_a_resume_fills_in_what_a_killed_process_lost() -> None:
     with tracking.tracked_run(experiment="bridge") as run_id:
-        result = fit(_model(), config=_config(), callbacks=[tracking.MlflowLogger(run_id)], **_data())
+        result = fit(
+            _model(), config=_config(), callbacks=[tracking.MlflowLogger(run_id)], **_data()
+        )
     history = tracking.client().get_metric_history(run_id, "val_loss")
-    assert [(m.step, m.value) for m in history] == [(i + 1, h["val_loss"]) for i, h in enumerate(result.history)]
+    assert [(m.step, m.value) for m in history] == [
+        (i + 1, h["val_loss"]) for i, h in enumerate(result.history)
+    ]
 
     with tracking.tracked_run(experiment="bridge") as fresh:  # as if epochs 1-3 were never flushed
         logger = tracking.MlflowLogger(fresh)

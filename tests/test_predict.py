@@ -63,8 +63,12 @@ def trained(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Train
         config = resolve_config(
             model="bn_cnn",
             options={"data.path": str(synth_root), "train.epochs": 3, "train.batch_size": 8},
-            overrides=["train.eval_batch_size=64", "tracking.log_model=true",  # default 128x16 input
-                       f"tracking.register={NAME}", "optim.lr=0.02"],
+            overrides=[
+                "train.eval_batch_size=64",
+                "tracking.log_model=true",  # default 128x16 input
+                f"tracking.register={NAME}",
+                "optim.lr=0.02",
+            ],
         )
         result = run_training(config, progress=False)
         model_registry.promote(NAME, 1, "champion")
@@ -107,7 +111,18 @@ def read_csv(path: Path) -> list[list[str]]:
 def test_cli_predict_writes_the_in_process_predictions(store: Trained, tmp_path: Path) -> None:
     output = tmp_path / "output.csv"
     result = CliRunner().invoke(
-        main, ["predict", f"models:/{NAME}@champion", str(store.test_dir), "--output", str(output), "--batch-size", "4", "--workers", "2"]
+        main,
+        [
+            "predict",
+            f"models:/{NAME}@champion",
+            str(store.test_dir),
+            "--output",
+            str(output),
+            "--batch-size",
+            "4",
+            "--workers",
+            "2",
+        ],
     )
     assert result.exit_code == 0, result.output
     rows = read_csv(output)
@@ -121,13 +136,38 @@ def test_cli_predict_writes_the_in_process_predictions(store: Trained, tmp_path:
 
 def test_submission_columns_are_configurable(store: Trained, tmp_path: Path) -> None:
     output = tmp_path / "sub.csv"
-    args = ["predict", str(store.checkpoint), str(store.test_dir), "-o", str(output), "--id-column", "id",
-            "--label-column", "key", "--strip-extension", "--top-k", "2", "--workers", "1"]
+    args = [
+        "predict",
+        str(store.checkpoint),
+        str(store.test_dir),
+        "-o",
+        str(output),
+        "--id-column",
+        "id",
+        "--label-column",
+        "key",
+        "--strip-extension",
+        "--top-k",
+        "2",
+        "--workers",
+        "1",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     rows = read_csv(output)
-    assert rows[0] == ["id", "key", "top1_label", "top1_note", "top1_probability", "top2_label", "top2_note", "top2_probability"]
-    expected = {Path(k).stem: v for k, v in reference_labels(store.checkpoint, store.test_dir).items()}
+    assert rows[0] == [
+        "id",
+        "key",
+        "top1_label",
+        "top1_note",
+        "top1_probability",
+        "top2_label",
+        "top2_note",
+        "top2_probability",
+    ]
+    expected = {
+        Path(k).stem: v for k, v in reference_labels(store.checkpoint, store.test_dir).items()
+    }
     assert {r[0]: int(r[1]) for r in rows[1:]} == expected
     assert all(r[1] == r[2] and float(r[4]) >= float(r[7]) for r in rows[1:])
 
@@ -139,7 +179,9 @@ def test_a_corrupt_image_is_reported_and_the_rest_written(store: Trained, tmp_pa
     (folder / "broken.png").write_bytes((folder / good[0]).read_bytes()[:200])  # truncated
     (folder / "empty.png").write_bytes(b"")
     output = tmp_path / "output.csv"
-    result = CliRunner().invoke(main, ["predict", str(store.checkpoint), str(folder), "-o", str(output), "--workers", "2"])
+    result = CliRunner().invoke(
+        main, ["predict", str(store.checkpoint), str(folder), "-o", str(output), "--workers", "2"]
+    )
     assert result.exit_code == 1, result.output
     rows = read_csv(output)
     assert [r[0] for r in rows[1:]] == good
@@ -150,7 +192,12 @@ def test_a_corrupt_image_is_reported_and_the_rest_written(store: Trained, tmp_pa
     # the next clean run removes the stale report
     (folder / "broken.png").unlink()
     (folder / "empty.png").unlink()
-    assert CliRunner().invoke(main, ["predict", str(store.checkpoint), str(folder), "-o", str(output)]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(main, ["predict", str(store.checkpoint), str(folder), "-o", str(output)])
+        .exit_code
+        == 0
+    )
     assert not Path(f"{output}.errors.txt").exists()
 
 
@@ -162,11 +209,19 @@ def test_a_corrupt_image_is_reported_and_the_rest_written(store: Trained, tmp_pa
         ("does/not/exist.pt", None, "not found"),
     ],
 )
-def test_bad_model_or_store_is_a_clear_error(store: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             model_uri: str, env: str | None, message: str) -> None:
+def test_bad_model_or_store_is_a_clear_error(
+    store: Trained,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    model_uri: str,
+    env: str | None,
+    message: str,
+) -> None:
     if env:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
-    result = CliRunner().invoke(main, ["predict", model_uri, str(store.test_dir), "-o", str(tmp_path / "o.csv")])
+    result = CliRunner().invoke(
+        main, ["predict", model_uri, str(store.test_dir), "-o", str(tmp_path / "o.csv")]
+    )
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.csv").exists()
@@ -174,7 +229,9 @@ def test_bad_model_or_store_is_a_clear_error(store: Trained, tmp_path: Path, mon
 
 def test_empty_folder_is_a_clear_error(store: Trained, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    result = CliRunner().invoke(main, ["predict", f"models:/{NAME}@champion", str(tmp_path / "empty")])
+    result = CliRunner().invoke(
+        main, ["predict", f"models:/{NAME}@champion", str(tmp_path / "empty")]
+    )
     assert result.exit_code == 2
     assert "no PNG files" in result.output and "Traceback" not in result.output
 
@@ -191,14 +248,20 @@ def test_pyfunc_takes_paths_bytes_base64_and_arrays_alike(store: Trained) -> Non
         "hwc arrays": [a.transpose(1, 2, 0) for a in native],
         "chw arrays": native,
     }
-    answers = {kind: model.predict(pd.DataFrame({"image": values})) for kind, values in inputs.items()}
+    answers = {
+        kind: model.predict(pd.DataFrame({"image": values})) for kind, values in inputs.items()
+    }
     expected = reference_labels(store.checkpoint, store.test_dir)
     for kind, answer in answers.items():
         assert answer["label"].tolist() == [expected[Path(p).name] for p in paths], kind
-        np.testing.assert_allclose(answer["probability"], answers["paths"]["probability"], rtol=1e-6, err_msg=kind)
+        np.testing.assert_allclose(
+            answer["probability"], answers["paths"]["probability"], rtol=1e-6, err_msg=kind
+        )
     first = answers["paths"]
     assert list(first.columns[:4]) == ["label", "midi", "note", "probability"]
-    assert (first["midi"] == first["label"] + 21).all() and (first["top1_label"] == first["label"]).all()
+    assert (first["midi"] == first["label"] + 21).all() and (
+        first["top1_label"] == first["label"]
+    ).all()
     assert "top3_label" in first.columns and "top4_label" not in first.columns
     assert "top5_note" in model.predict({"image": paths[:1]}, params={"top_k": 5}).columns
     # the unwrapped predictor also takes a plain list and a stacked array
@@ -220,7 +283,9 @@ def test_predictor_from_a_checkpoint_equals_the_registered_one(store: Trained) -
     registered = load_predictor(f"models:/{NAME}/1", device="cpu")
     local = Predictor.from_checkpoint(store.checkpoint)
     paths = sorted(store.test_dir.glob("*.png"))
-    for a, b in zip(registered.model.state_dict().values(), local.model.state_dict().values(), strict=True):
+    for a, b in zip(
+        registered.model.state_dict().values(), local.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
     assert registered.predict(paths)["label"].tolist() == local.predict(paths)["label"].tolist()
 
@@ -234,7 +299,9 @@ def test_raw_torch_model_is_kept_and_is_not_a_predictor(store: Trained) -> None:
 
 def test_register_and_promote_move_the_alias(store: Trained) -> None:
     runner = CliRunner()
-    first = runner.invoke(main, ["register", store.run_id, "--name", "piano-promote", "--alias", "champion"])
+    first = runner.invoke(
+        main, ["register", store.run_id, "--name", "piano-promote", "--alias", "champion"]
+    )
     assert first.exit_code == 0, first.output
     assert "version 1" in first.output
     second = runner.invoke(main, ["register", store.run_id, "--name", "piano-promote"])
@@ -268,18 +335,40 @@ def test_models_registered_lists_versions_aliases_and_accuracy(store: Trained) -
     val_accuracy = tracking.client().get_run(store.run_id).data.metrics["val_accuracy"]
     assert row.split() == [NAME, "1", "champion", f"{val_accuracy:.4f}", store.run_id]
     rows = model_registry.list_registered(NAME)
-    assert rows[0]["aliases"] == ["champion"] and rows[0]["val_accuracy"] == pytest.approx(val_accuracy)
-    assert "no registered models" in CliRunner().invoke(main, ["models", "--registered", "zzz*"]).output
+    assert rows[0]["aliases"] == ["champion"] and rows[0]["val_accuracy"] == pytest.approx(
+        val_accuracy
+    )
+    assert (
+        "no registered models"
+        in CliRunner().invoke(main, ["models", "--registered", "zzz*"]).output
+    )
 
 
 def test_evaluate_prints_and_logs_pitch_metrics(store: Trained, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    args = ["evaluate", f"models:/{NAME}@champion", str(store.test_dir), "--truth", str(store.test_truth),
-            "--log", "--experiment", "evaluations", "--output-dir", str(out)]
+    args = [
+        "evaluate",
+        f"models:/{NAME}@champion",
+        str(store.test_dir),
+        "--truth",
+        str(store.test_truth),
+        "--log",
+        "--experiment",
+        "evaluations",
+        "--output-dir",
+        str(out),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    for title in ("accuracy", "top-3 accuracy", "macro-F1", "mean abs. error (semitones)", "accuracy within one key",
-                  "octave-error rate", "accuracy per octave"):
+    for title in (
+        "accuracy",
+        "top-3 accuracy",
+        "macro-F1",
+        "mean abs. error (semitones)",
+        "accuracy within one key",
+        "octave-error rate",
+        "accuracy per octave",
+    ):
         assert title in result.output
     assert (out / "confusion_matrix.png").stat().st_size > 1000
     client = tracking.client()
@@ -305,6 +394,8 @@ def test_evaluate_needs_labels(store: Trained) -> None:
 
 def test_importing_mnr_predict_loads_neither_torch_pandas_nor_mlflow() -> None:
     """The CLI imports mnr.predict lazily, but the package itself must stay light too."""
-    code = "import sys, mnr.predict; print(sorted({'torch', 'pandas', 'mlflow'} & set(sys.modules)))"
+    code = (
+        "import sys, mnr.predict; print(sorted({'torch', 'pandas', 'mlflow'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -23,12 +23,15 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 def test_conda_env_lists_the_same_dependencies_as_pyproject() -> None:
     conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
     pip = next(item["pip"] for item in conda["dependencies"] if isinstance(item, dict))
-    assert sorted(dep for dep in pip if dep != "-e .") == sorted(PYPROJECT["project"]["dependencies"])
+    assert sorted(dep for dep in pip if dep != "-e .") == sorted(
+        PYPROJECT["project"]["dependencies"]
+    )
 
 
 def test_every_package_under_mnr_is_packaged() -> None:
     found = {
-        ".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "mnr").rglob("__init__.py")
+        ".".join(path.parent.relative_to(ROOT).parts)
+        for path in (ROOT / "mnr").rglob("__init__.py")
     }
     listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
@@ -46,7 +49,17 @@ def test_readme_documents_every_environment_variable() -> None:
 def test_a_wheel_carries_the_experiment_configs(tmp_path: Path) -> None:
     """A wheel, installed without the source tree, still resolves `mnr train --model bn_cnn`."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
         check=True,
         timeout=600,
     )
@@ -54,21 +67,40 @@ def test_a_wheel_carries_the_experiment_configs(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)
     python = env_dir / "bin" / "python"
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=600)
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=600
+    )
     outside = tmp_path / "elsewhere"  # no experiments/ folder anywhere near
     outside.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run(
-        [python, "-c", "import mnr, mnr.config as c; print(mnr.__file__); print(c.experiments_dir())"],
-        cwd=outside, env=env, capture_output=True, text=True, check=True,
+        [
+            python,
+            "-c",
+            "import mnr, mnr.config as c; print(mnr.__file__); print(c.experiments_dir())",
+        ],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
-    assert where[0].startswith(str(env_dir)), "the test must run the installed wheel, not the source tree"
-    assert sorted(p.stem for p in Path(where[1]).glob("*.yaml")) >= sorted(SHIPPED_EXPERIMENTS)
+    assert where[0].startswith(str(env_dir)), (
+        "the test must run the installed wheel, not the source tree"
+    )
+    assert set(SHIPPED_EXPERIMENTS) <= {p.stem for p in Path(where[1]).glob("*.yaml")}
     printed = subprocess.run(
         [env_dir / "bin" / "mnr", "train", "--model", "bn_cnn", "--print-config"],
-        cwd=outside, env=env, capture_output=True, text=True, check=True,
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     shipped = yaml.safe_load((ROOT / "experiments" / "bn_cnn.yaml").read_text())
     resolved = yaml.safe_load(printed)
     assert resolved["model"]["name"] == "bn_cnn"
-    assert resolved["optim"] == {**resolved["optim"], **shipped["optim"]}  # bn_cnn.yaml, not defaults
+    assert resolved["optim"] == {
+        **resolved["optim"],
+        **shipped["optim"],
+    }  # bn_cnn.yaml, not defaults

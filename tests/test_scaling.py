@@ -26,7 +26,8 @@ from servers import MlflowServer, Postgres, mlflow_server, postgres  # noqa: F40
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
-SMALL = cli_overrides(*TINY, "tracking.log_model=true", "train.threads=1")  # the server test registers a model
+# the server test registers a model
+SMALL = cli_overrides(*TINY, "tracking.log_model=true", "train.threads=1")
 PROCESS_SECONDS = 300  # one subprocess, at most, on a loaded 2-core machine
 
 
@@ -73,7 +74,9 @@ def _finish(process: subprocess.Popen, log: Path, *, expect: int = 0) -> None:
         process.wait(timeout=PROCESS_SECONDS)
     except subprocess.TimeoutExpired:
         _kill(process)
-        pytest.fail(f"{' '.join(map(str, process.args))} ran over {PROCESS_SECONDS} s:\n{log.read_text()[-4000:]}")
+        pytest.fail(
+            f"{' '.join(map(str, process.args))} ran over {PROCESS_SECONDS} s:\n{log.read_text()[-4000:]}"
+        )
     assert process.returncode == expect, f"exit {process.returncode}:\n{log.read_text()[-4000:]}"
 
 
@@ -85,14 +88,27 @@ def _experiment_runs(client: MlflowClient, name: str) -> list:
 
 # ------------------------------------------------------------------------------ shared tracking
 def test_train_tracks_everything_on_the_server(
-    mlflow_server: MlflowServer, synth_root: Path, isolated: Path, spawn: Callable  # noqa: F811
+    mlflow_server: MlflowServer,
+    synth_root: Path,
+    isolated: Path,
+    spawn: Callable,
 ) -> None:
     """`mnr train` with MLFLOW_TRACKING_URI=http://...: run, params, metrics, artifacts, model and
     registry entry land on the server; nothing is tracked in the working directory."""
     log = isolated / "train.log"
     command = _mnr(
-        "train", "--data", str(synth_root), "--epochs", "2", *SMALL,
-        "--experiment", "scaling-train", "--run-name", "shared", "--register", "scaling-piano",
+        "train",
+        "--data",
+        str(synth_root),
+        "--epochs",
+        "2",
+        *SMALL,
+        "--experiment",
+        "scaling-train",
+        "--run-name",
+        "shared",
+        "--register",
+        "scaling-piano",
     )
     _finish(spawn(command, log, _env(mlflow_server)), log)
 
@@ -100,14 +116,20 @@ def test_train_tracks_everything_on_the_server(
     (run,) = _experiment_runs(client, "scaling-train")
     run_id = run.info.run_id
     assert run.info.status == "FINISHED"
-    assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri  # proxied by the server
+    # proxied by the server
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
     assert run.data.params["train.epochs"] == "2"
     assert run.data.params["data.input_size"] == "[32, 32]"
     assert len(client.get_metric_history(run_id, "val_acc")) == 2
     assert {"val_accuracy", "test_accuracy", "epochs_run"} <= set(run.data.metrics)
 
     artifacts = {f.path for f in client.list_artifacts(run_id)}
-    assert {"config.yaml", "confusion_matrix.png", "per_class_accuracy.csv", "checkpoints"} <= artifacts
+    assert {
+        "config.yaml",
+        "confusion_matrix.png",
+        "per_class_accuracy.csv",
+        "checkpoints",
+    } <= artifacts
     assert [f.path for f in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/best.pt"]
     stored = {p.name for p in mlflow_server.artifacts.rglob("*") if p.is_file()}
     assert {"best.pt", "confusion_matrix.png", "config.yaml"} <= stored  # in the server's store
@@ -117,12 +139,19 @@ def test_train_tracks_everything_on_the_server(
     (version,) = client.search_model_versions("name = 'scaling-piano'")
     assert version.run_id == run_id
 
-    leftovers = [name for name in ("mlflow.db", "mlruns", "mlartifacts") if (isolated / name).exists()]
+    leftovers = [
+        name for name in ("mlflow.db", "mlruns", "mlartifacts") if (isolated / name).exists()
+    ]
     assert not leftovers, f"tracked locally too: {leftovers}"
 
 
 # ------------------------------------------------------------------------ tuning across processes
-WORKER_SEEDS = (1, 2, 3)  # each worker's train.seed, logged on its trials: it tells whose trial is whose
+# each worker's train.seed, logged on its trials: it tells whose trial is whose
+WORKER_SEEDS = (
+    1,
+    2,
+    3,
+)
 TRIALS_PER_WORKER = 2
 HEARTBEAT = "2"  # seconds; a trial silent for 4 s is failed and retried (production: 60 and 120)
 
@@ -133,7 +162,11 @@ def _trial_run_seed(client: MlflowClient, trial: optuna.trial.FrozenTrial) -> st
 
 
 def test_tuning_workers_share_one_study_and_recover_a_killed_worker(
-    mlflow_server: MlflowServer, postgres: Postgres, synth_root: Path, isolated: Path, spawn: Callable,  # noqa: F811
+    mlflow_server: MlflowServer,
+    postgres: Postgres,
+    synth_root: Path,
+    isolated: Path,
+    spawn: Callable,
 ) -> None:
     """Three `mnr tune` workers on one PostgreSQL study; one is SIGKILLed mid-trial and started
     again to add its share. The study ends with exactly 3 x 2 COMPLETE trials, none run twice;
@@ -145,9 +178,24 @@ def test_tuning_workers_share_one_study_and_recover_a_killed_worker(
 
     def worker(seed: int, trials: int, name: str) -> tuple[subprocess.Popen, Path]:
         command = _mnr(
-            "tune", "--storage", storage, "--study-name", study_name, "--trials", str(trials),
-            "--data", str(synth_root), "--epochs", "4", *SMALL, "--seed", str(seed),
-            "--pruner", "none", "--experiment", "scaling-tune",
+            "tune",
+            "--storage",
+            storage,
+            "--study-name",
+            study_name,
+            "--trials",
+            str(trials),
+            "--data",
+            str(synth_root),
+            "--epochs",
+            "4",
+            *SMALL,
+            "--seed",
+            str(seed),
+            "--pruner",
+            "none",
+            "--experiment",
+            "scaling-tune",
         )
         log = isolated / f"{name}.log"
         return spawn(command, log, env), log
@@ -161,21 +209,30 @@ def test_tuning_workers_share_one_study_and_recover_a_killed_worker(
     killed: optuna.trial.FrozenTrial | None = None
     study = None
     while killed is None:
-        assert time.monotonic() < deadline, f"the victim never started a trial:\n{victim_log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, (
+            f"the victim never started a trial:\n{victim_log.read_text()[-3000:]}"
+        )
         assert victim.poll() is None, f"the victim exited early:\n{victim_log.read_text()[-3000:]}"
         time.sleep(0.5)
         if study is None:  # the workers, started together, create the tables and the study; not us
             try:
-                rdb = optuna.storages.RDBStorage(storage, skip_table_creation=True, skip_compatibility_check=True)
+                rdb = optuna.storages.RDBStorage(
+                    storage, skip_table_creation=True, skip_compatibility_check=True
+                )
                 study = optuna.load_study(study_name=study_name, storage=rdb)
-            except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
+            except (
+                KeyError,
+                optuna.exceptions.StorageInternalError,
+                sqlalchemy.exc.SQLAlchemyError,
+            ):
                 continue  # not there yet
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if _trial_run_seed(client, trial) == str(WORKER_SEEDS[-1]):
                 killed = trial
                 break
     _kill(victim)
-    assert study.get_trials(deepcopy=False)[killed.number].state == TrialState.RUNNING  # killed mid-trial
+    # killed mid-trial
+    assert study.get_trials(deepcopy=False)[killed.number].state == TrialState.RUNNING
 
     # The victim's machine comes back: the same command adds the trials it did not finish.
     finished_by_victim = sum(
@@ -189,7 +246,9 @@ def test_tuning_workers_share_one_study_and_recover_a_killed_worker(
     trials = study.get_trials(deepcopy=False)
     states = {state: [t for t in trials if t.state == state] for state in TrialState}
     complete = states[TrialState.COMPLETE]
-    assert len(complete) == len(WORKER_SEEDS) * TRIALS_PER_WORKER, [(t.number, t.state.name) for t in trials]
+    assert len(complete) == len(WORKER_SEEDS) * TRIALS_PER_WORKER, [
+        (t.number, t.state.name) for t in trials
+    ]
     assert [t.number for t in states[TrialState.FAIL]] == [killed.number]
     assert not states[TrialState.RUNNING] and not states[TrialState.WAITING]
 
@@ -216,15 +275,29 @@ def test_tuning_workers_share_one_study_and_recover_a_killed_worker(
 # ------------------------------------------------------------------------- data-parallel training
 # baseline_cnn learns something in 3 epochs of 18 images with these; its default SGD does not.
 DDP_ARGS = [
-    "--epochs", "3", *SMALL, "--batch-size", "8", "-s", "optim.name=adam", "--lr", "0.003",
-    "-s", "tracking.log_model=false", "--experiment", "scaling-ddp",
+    "--epochs",
+    "3",
+    *SMALL,
+    "--batch-size",
+    "8",
+    "-s",
+    "optim.name=adam",
+    "--lr",
+    "0.003",
+    "-s",
+    "tracking.log_model=false",
+    "--experiment",
+    "scaling-ddp",
 ]
 LOSS_TOLERANCE = 1e-3  # per-epoch val_loss; measured: equal to 1e-6
 ACC_TOLERANCE = 1 / 6 + 1e-9  # final val accuracy: one of the 6 validation images; measured: equal
 
 
 def test_torchrun_two_processes_match_one_and_log_one_run(
-    mlflow_server: MlflowServer, synth_root: Path, isolated: Path, spawn: Callable  # noqa: F811
+    mlflow_server: MlflowServer,
+    synth_root: Path,
+    isolated: Path,
+    spawn: Callable,
 ) -> None:
     """`torchrun --nproc_per_node=2 -m mnr train` (gloo) gives one MLflow run whose metrics match
     a single process with the same config: train.batch_size is the global batch and each step's
@@ -248,17 +321,28 @@ def test_torchrun_two_processes_match_one_and_log_one_run(
     assert ddp_run.data.params["train.batch_size"] == "8"
 
     history = {
-        name: {key: [m.value for m in client.get_metric_history(run.info.run_id, key)] for key in ("val_loss", "val_acc")}
+        name: {
+            key: [m.value for m in client.get_metric_history(run.info.run_id, key)]
+            for key in ("val_loss", "val_acc")
+        }
         for name, run in runs.items()
     }
     assert len(history["ddp"]["val_loss"]) == 3  # one value per epoch: only rank 0 logged
     for one, two in zip(history["single"]["val_loss"], history["ddp"]["val_loss"], strict=True):
         assert math.isclose(one, two, abs_tol=LOSS_TOLERANCE), history
-    single_acc, ddp_acc = runs["single"].data.metrics["val_accuracy"], ddp_run.data.metrics["val_accuracy"]
+    single_acc, ddp_acc = (
+        runs["single"].data.metrics["val_accuracy"],
+        ddp_run.data.metrics["val_accuracy"],
+    )
     assert abs(single_acc - ddp_acc) <= ACC_TOLERANCE, history
 
     # Checkpoints: written once, by rank 0, into the run's folder; the best one uploaded.
     checkpoints = isolated / "checkpoints"
-    assert sorted(p.name for p in (checkpoints / ddp_run.info.run_id).iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (checkpoints / ddp_run.info.run_id).iterdir()) == [
+        "best.pt",
+        "last.pt",
+    ]
     assert not list(checkpoints.glob("local-*"))
-    assert [f.path for f in client.list_artifacts(ddp_run.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
+    assert [f.path for f in client.list_artifacts(ddp_run.info.run_id, "checkpoints")] == [
+        "checkpoints/best.pt"
+    ]

@@ -36,7 +36,10 @@ def free_port() -> int:
 
 def post(url: str, body: dict) -> tuple[int, dict]:
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - our own loopback server
@@ -49,7 +52,9 @@ def wait_for_ping(url: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            pytest.fail(
+                f"mlflow models serve exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
                 if response.status == 200:
@@ -57,7 +62,9 @@ def wait_for_ping(url: str, process: subprocess.Popen, log: Path) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
-    pytest.fail(f"mlflow models serve did not answer {url} within {STARTUP_TIMEOUT:.0f} s:\n{log.read_text()[-3000:]}")
+    pytest.fail(
+        f"mlflow models serve did not answer {url} within {STARTUP_TIMEOUT:.0f} s:\n{log.read_text()[-3000:]}"
+    )
 
 
 @pytest.mark.slow
@@ -65,8 +72,7 @@ def test_served_champion_answers_base64_pngs(synth_root: Path, isolated: Path) -
     config = resolve_config(
         model="bn_cnn",
         options={"data.path": str(synth_root), "train.epochs": 2, "train.batch_size": 8},
-        overrides=[*TINY, "tracking.log_model=true",
-                   f"tracking.register={NAME}", "optim.lr=0.02"],
+        overrides=[*TINY, "tracking.log_model=true", f"tracking.register={NAME}", "optim.lr=0.02"],
     )
     assert run_training(config, progress=False).status == "FINISHED"
     model_registry.promote(NAME, 1, "champion")
@@ -75,32 +81,62 @@ def test_served_champion_answers_base64_pngs(synth_root: Path, isolated: Path) -
 
     port = free_port()
     log = isolated / "serve.log"
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
-               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        f"models:/{NAME}@champion",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     with open(log, "wb") as out:
         # its own session, so that the server's worker processes end with it
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=isolated,
-                                   env=dict(os.environ), start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=isolated,
+            env=dict(os.environ),
+            start_new_session=True,
+        )
     try:
         wait_for_ping(f"http://127.0.0.1:{port}/ping", process, log)
         encoded = [base64.b64encode(p.read_bytes()).decode() for p in images]
         status, answer = post(
             f"http://127.0.0.1:{port}/invocations",
-            {"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}, "params": {"top_k": 2}},
+            {
+                "dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]},
+                "params": {"top_k": 2},
+            },
         )
         assert status == 200, answer
         rows = answer["predictions"]
         assert [r["label"] for r in rows] == expected["label"].tolist()
         assert [r["note"] for r in rows] == expected["note"].tolist()
         assert [r["top2_label"] for r in rows] == expected["top2_label"].tolist()
-        assert [r["probability"] for r in rows] == pytest.approx(expected["probability"].tolist(), rel=1e-5)
+        assert [r["probability"] for r in rows] == pytest.approx(
+            expected["probability"].tolist(), rel=1e-5
+        )
         assert "top3_label" not in rows[0]
 
-        status, answer = post(f"http://127.0.0.1:{port}/invocations", {"inputs": {"image": encoded}})
-        assert status == 200 and [r["label"] for r in answer["predictions"]] == expected["label"].tolist()
+        status, answer = post(
+            f"http://127.0.0.1:{port}/invocations", {"inputs": {"image": encoded}}
+        )
+        assert (
+            status == 200
+            and [r["label"] for r in answer["predictions"]] == expected["label"].tolist()
+        )
 
         status, answer = post(  # the server never opens files named by a client
-            f"http://127.0.0.1:{port}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[str(images[0])]]}}
+            f"http://127.0.0.1:{port}/invocations",
+            {"dataframe_split": {"columns": ["image"], "data": [[str(images[0])]]}},
         )
         assert status == 400 and "file paths are not accepted" in answer["message"]
     finally:

@@ -42,7 +42,9 @@ def test_to_model_input_normalises_once() -> None:
 def test_augmentation_never_moves_energy_across_frequency() -> None:
     x = torch.zeros(16, 3, 32, 40)
     x[:, :, 10, :] = 1.0  # one bright frequency row
-    config = AugmentConfig(enabled=True, time_shift=0.2, time_masks=2, freq_masks=2, gain=0.2, noise=0.0)
+    config = AugmentConfig(
+        enabled=True, time_shift=0.2, time_masks=2, freq_masks=2, gain=0.2, noise=0.0
+    )
     out = augment_batch(x, config, generator=torch.Generator().manual_seed(0))
     row_energy = out.abs().sum(dim=(1, 3))
     assert torch.all(row_energy[:, [r for r in range(32) if r != 10]] == 0)
@@ -53,7 +55,9 @@ def test_augmentation_never_moves_energy_across_frequency() -> None:
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 @pytest.mark.parametrize("schedule", ["none", "step", "cosine", "onecycle"])
 def test_every_optimizer_and_schedule_builds(name: str, schedule: str) -> None:
-    config = resolve_config(overrides=[f"optim.name={name}", f"scheduler.name={schedule}", "optim.momentum=0.9"])
+    config = resolve_config(
+        overrides=[f"optim.name={name}", f"scheduler.name={schedule}", "optim.momentum=0.9"]
+    )
     model = torch.nn.Linear(3, 2)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=5)
@@ -66,15 +70,34 @@ def test_train_tracks_everything_in_one_run(synth_root: Path) -> None:
     assert result.status == "FINISHED"
     run = mlflow.MlflowClient().get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["optim.lr"] == str(config.optim.lr) and run.data.params["model.name"] == "bn_cnn"
+    assert (
+        run.data.params["optim.lr"] == str(config.optim.lr)
+        and run.data.params["model.name"] == "bn_cnn"
+    )
     assert run.data.tags["model"] == "bn_cnn" and len(run.data.tags["data.digest"]) == 16
     client = mlflow.MlflowClient()
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "epoch_seconds", "images_per_second"):
+    for key in (
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "val_top5",
+        "lr",
+        "epoch_seconds",
+        "images_per_second",
+    ):
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [1, 2], key
     assert "test_accuracy" in run.data.metrics and "test_semitone_mae" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"config.yaml", "confusion_matrix.png", "per_class_accuracy.csv", "checkpoints"} <= artifacts
-    assert [a.path for a in client.list_artifacts(result.run_id, "checkpoints")] == ["checkpoints/best.pt"]
+    assert {
+        "config.yaml",
+        "confusion_matrix.png",
+        "per_class_accuracy.csv",
+        "checkpoints",
+    } <= artifacts
+    assert [a.path for a in client.list_artifacts(result.run_id, "checkpoints")] == [
+        "checkpoints/best.pt"
+    ]
     assert run.inputs.dataset_inputs[0].dataset.digest == run.data.tags["data.digest"]
     loaded = mlflow.pytorch.load_model(result.model_uri)
     logits = loaded(torch.zeros(3, 3, 32, 32))
@@ -82,8 +105,14 @@ def test_train_tracks_everything_in_one_run(synth_root: Path) -> None:
 
 
 def test_same_seed_same_metrics(synth_root: Path) -> None:
-    first = run_training(tiny_config(synth_root, "train.augment.enabled=true", "train.augment.time_shift=0.1"), progress=False)
-    second = run_training(tiny_config(synth_root, "train.augment.enabled=true", "train.augment.time_shift=0.1"), progress=False)
+    first = run_training(
+        tiny_config(synth_root, "train.augment.enabled=true", "train.augment.time_shift=0.1"),
+        progress=False,
+    )
+    second = run_training(
+        tiny_config(synth_root, "train.augment.enabled=true", "train.augment.time_shift=0.1"),
+        progress=False,
+    )
     drop = ("epoch_seconds", "images_per_second")
     assert [{k: v for k, v in h.items() if k not in drop} for h in first.history] == [
         {k: v for k, v in h.items() if k not in drop} for h in second.history
@@ -102,12 +131,23 @@ class _StopAfter(Callback):
 
 
 def test_interrupted_run_is_killed_and_resumes_to_identical_metrics(synth_root: Path) -> None:
-    extras = ("optim.momentum=0.9", "scheduler.name=cosine", "train.augment.enabled=true", "train.augment.freq_masks=1")
+    extras = (
+        "optim.momentum=0.9",
+        "scheduler.name=cosine",
+        "train.augment.enabled=true",
+        "train.augment.freq_masks=1",
+    )
     straight = run_training(tiny_config(synth_root, *extras, epochs=4), progress=False)
     with pytest.raises(KeyboardInterrupt):
-        run_training(tiny_config(synth_root, *extras, epochs=4), extra_callbacks=[_StopAfter(2)], progress=False)
+        run_training(
+            tiny_config(synth_root, *extras, epochs=4),
+            extra_callbacks=[_StopAfter(2)],
+            progress=False,
+        )
     client = mlflow.MlflowClient()
-    killed = client.search_runs([client.get_experiment_by_name("mnr").experiment_id], "attributes.status = 'KILLED'")
+    killed = client.search_runs(
+        [client.get_experiment_by_name("mnr").experiment_id], "attributes.status = 'KILLED'"
+    )
     assert len(killed) == 1
     run_id = killed[0].info.run_id
     resumed = run_training(tiny_config(synth_root), resume=run_id, progress=False)
@@ -116,7 +156,9 @@ def test_interrupted_run_is_killed_and_resumes_to_identical_metrics(synth_root: 
     assert len(resumed.history) == 4
     drop = ("epoch_seconds", "images_per_second")
     for a, b in zip(straight.history, resumed.history, strict=True):
-        assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+        assert {k: v for k, v in a.items() if k not in drop} == {
+            k: v for k, v in b.items() if k not in drop
+        }
     assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3, 4]
 
 
@@ -131,21 +173,37 @@ def test_divergence_names_epoch_and_step_and_keeps_last_good_checkpoint(synth_ro
 
 def test_early_stopping_stops(synth_root: Path) -> None:
     config = tiny_config(
-        synth_root, "train.early_stopping.enabled=true", "train.early_stopping.patience=1",
-        "train.early_stopping.monitor=val_loss", "train.early_stopping.min_delta=1000", epochs=6,
+        synth_root,
+        "train.early_stopping.enabled=true",
+        "train.early_stopping.patience=1",
+        "train.early_stopping.monitor=val_loss",
+        "train.early_stopping.min_delta=1000",
+        epochs=6,
     )
     assert len(run_training(config, progress=False).history) == 2
 
 
 def test_unknown_model_fails_before_data_is_read(tmp_path: Path) -> None:
-    config = resolve_config(overrides=["model.name=baseline_cn", f"data.path={tmp_path / 'does-not-exist'}"])
+    config = resolve_config(
+        overrides=["model.name=baseline_cn", f"data.path={tmp_path / 'does-not-exist'}"]
+    )
     with pytest.raises(MnrError, match="baseline_cnn"):
         run_training(config, progress=False)
 
 
 @pytest.mark.parametrize("model", ["baseline_cnn", "bn_cnn", "deep_cnn", "resnet18"])
 def test_cli_trains_every_variant(synth_root: Path, model: str) -> None:
-    args = ["train", "--model", model, "--data", str(synth_root), "--epochs", "1", "--batch-size", "8"]
+    args = [
+        "train",
+        "--model",
+        model,
+        "--data",
+        str(synth_root),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+    ]
     result = CliRunner().invoke(main, [*args, *cli_overrides(*TINY)])
     assert result.exit_code == 0, result.output
     assert "FINISHED" in result.output and "test_accuracy=" in result.output
@@ -159,14 +217,28 @@ def test_model_from_a_users_file(synth_root: Path, tmp_path: Path) -> None:
         "    '''A linear probe.'''\n"
         "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * input_size[0] * input_size[1], num_classes))\n"
     )
-    args = ["train", "--model", "tiny_linear", "--model-module", str(module), "--data", str(synth_root), "--epochs", "1"]
+    args = [
+        "train",
+        "--model",
+        "tiny_linear",
+        "--model-module",
+        str(module),
+        "--data",
+        str(synth_root),
+        "--epochs",
+        "1",
+    ]
     result = CliRunner().invoke(main, [*args, *cli_overrides(*TINY)])
     assert result.exit_code == 0, result.output
 
 
-def test_unreachable_tracking_server_fails_before_training(synth_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_tracking_server_fails_before_training(
+    synth_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    result = CliRunner().invoke(main, ["train", "--data", str(synth_root), "--epochs", "1", *cli_overrides(*TINY)])
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(synth_root), "--epochs", "1", *cli_overrides(*TINY)]
+    )
     assert result.exit_code == 2
     assert "unreachable" in result.output and "decoding" not in result.output
 
@@ -175,8 +247,21 @@ def test_unreachable_tracking_server_fails_before_training(synth_root: Path, mon
 def test_mlflow_run_project_end_to_end(synth_root: Path, isolated: Path) -> None:
     """The README's `mlflow run . -P model=baseline_cnn` (with --env-manager local), on tiny data."""
     command = [
-        sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "project",
-        "-P", "model=baseline_cnn", "-P", "epochs=2", "-P", f"data={synth_root}",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(REPO),
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "project",
+        "-P",
+        "model=baseline_cnn",
+        "-P",
+        "epochs=2",
+        "-P",
+        f"data={synth_root}",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=isolated)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -185,12 +270,17 @@ def test_mlflow_run_project_end_to_end(synth_root: Path, isolated: Path) -> None
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.name"] == "baseline_cnn" and run.data.params["train.epochs"] == "2"
-    assert run.data.params["optim.lr"] == "0.005"  # the experiment config's, since -P lr was left out
+    assert (
+        run.data.params["model.name"] == "baseline_cnn" and run.data.params["train.epochs"] == "2"
+    )
+    # the experiment config's, since -P lr was left out
+    assert run.data.params["optim.lr"] == "0.005"
     assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"checkpoints", "confusion_matrix.png", "config.yaml"} <= artifacts
-    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
     module = mlflow.pytorch.load_model(f"models:/{models[0].model_id}")
     assert tuple(module(torch.zeros(2, 3, *DEFAULT_INPUT_SIZE)).shape) == (2, 88)
     assert np.isfinite(run.data.metrics["test_accuracy"])

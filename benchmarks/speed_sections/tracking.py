@@ -132,15 +132,16 @@ def section_tracking(data: Any, *, pairs: int, epochs: int, limit: int | None) -
     with _temporary_store():
         tracking.configure_tracking()
         started = time.perf_counter()
-        with tracking.tracked_run(experiment="speed-benchmark", run_name="tracking-overhead") as run_id:
+        with tracking.tracked_run(
+            experiment="speed-benchmark", run_name="tracking-overhead"
+        ) as run_id:
             config = seed_config("baseline_cnn", f"train.epochs={epochs}")
             tracking.log_params(run_id, config)
             tracking.log_dataset(
                 run_id, name="builtin/train", digest=data.digest, source=str(data.paths.train)
             )
-            setup_seconds = (
-                time.perf_counter() - started
-            )  # once per run, not per epoch (store creation included)
+            # once per run, not per epoch (store creation included)
+            setup_seconds = time.perf_counter() - started
             count = limit or len(data.train_images)
             arrays = {
                 "train_images": torch.from_numpy(data.train_images[:count]),
@@ -153,7 +154,11 @@ def section_tracking(data: Any, *, pairs: int, epochs: int, limit: int | None) -
             def run(tracked: bool) -> dict[str, float]:
                 make_logger = partial(tracking.MlflowLogger, run_id) if tracked else None
                 return _fit_per_epoch(
-                    config, arrays, epochs=epochs, make_logger=make_logger, hook_seconds=hook_seconds
+                    config,
+                    arrays,
+                    epochs=epochs,
+                    make_logger=make_logger,
+                    hook_seconds=hook_seconds,
                 )
 
             log(

@@ -43,7 +43,9 @@ def builtin_dataset(*, progress: bool = True) -> Path:
         if not (root / "train" / TRUTH_FILE).exists():
             from mnr.data.synth import generate_dataset
 
-            print(f"mnr: generating the built-in dataset in {root} (once; set MNR_DATA_DIR to move it)")
+            print(
+                f"mnr: generating the built-in dataset in {root} (once; set MNR_DATA_DIR to move it)"
+            )
             generate_dataset(root, seed=BUILTIN_SEED, progress=progress)
     return root
 
@@ -63,7 +65,9 @@ def resolve_data(path: str | Path | None, *, progress: bool = True) -> DataPaths
         has_test = test.is_dir() and truth.is_file()
         real_root = os.path.realpath(root)
         if has_test and not os.path.realpath(truth).startswith(real_root + os.sep):
-            raise MnrError(f"{truth} is a link that points outside the dataset; copy the real file into {root}")
+            raise MnrError(
+                f"{truth} is a link that points outside the dataset; copy the real file into {root}"
+            )
         return DataPaths(
             train=root / "train",
             test=test if has_test else None,

@@ -52,7 +52,11 @@ class DecodedImages:
 def cache_key(image_set: ImageSet, *, size: tuple[int, int]) -> str:
     """Digest of the file list, each file's size and mtime, and the preprocessing parameters."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps({"v": CACHE_VERSION, "size": list(size), "root": str(image_set.root.resolve())}).encode())
+    digest.update(
+        json.dumps(
+            {"v": CACHE_VERSION, "size": list(size), "root": str(image_set.root.resolve())}
+        ).encode()
+    )
     for name in image_set.filenames:
         stat = os.stat(image_set.root / name)
         digest.update(f"\n{name}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
@@ -60,7 +64,9 @@ def cache_key(image_set: ImageSet, *, size: tuple[int, int]) -> str:
 
 
 def _checksum(array: np.ndarray) -> str:
-    return hashlib.blake2b(memoryview(np.ascontiguousarray(array)).cast("B"), digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        memoryview(np.ascontiguousarray(array)).cast("B"), digest_size=16
+    ).hexdigest()
 
 
 def decode_images(
@@ -68,7 +74,10 @@ def decode_images(
 ) -> np.ndarray:
     """Decode every image of `image_set` to N x 3 x H x W uint8; raise once for all failures."""
     decoded, problems = map_images(
-        partial(decode_png, size=size), image_set, workers=workers, progress=progress,
+        partial(decode_png, size=size),
+        image_set,
+        workers=workers,
+        progress=progress,
         desc=f"decoding {image_set.root.name}",
     )
     raise_for_problems(problems, what=f"decoding {image_set.root}")
@@ -78,7 +87,9 @@ def decode_images(
     return images
 
 
-def _read_cache(array_path: Path, meta_path: Path, *, count: int, size: tuple[int, int]) -> np.ndarray | None:
+def _read_cache(
+    array_path: Path, meta_path: Path, *, count: int, size: tuple[int, int]
+) -> np.ndarray | None:
     if not array_path.exists() or not meta_path.exists():
         return None
     try:
@@ -95,7 +106,9 @@ def _read_cache(array_path: Path, meta_path: Path, *, count: int, size: tuple[in
         return None
 
 
-def _write_cache(array_path: Path, meta_path: Path, images: np.ndarray, image_set: ImageSet) -> None:
+def _write_cache(
+    array_path: Path, meta_path: Path, images: np.ndarray, image_set: ImageSet
+) -> None:
     array_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"checksum": _checksum(images), "shape": list(images.shape), "root": str(image_set.root)}
     for path, writer in (
@@ -141,5 +154,8 @@ def load_images(
         try:
             _write_cache(array_path, meta_path, images, image_set)
         except OSError as exc:
-            warnings.warn(f"could not write the image cache in {folder} ({exc}); continuing without it", stacklevel=2)
+            warnings.warn(
+                f"could not write the image cache in {folder} ({exc}); continuing without it",
+                stacklevel=2,
+            )
     return DecodedImages(image_set=image_set, images=images, key=key, from_cache=False)

@@ -47,15 +47,24 @@ class CheckReport:
             out.append(f"labels: {len(labels)} of 88 keys present")
             out.append(
                 "per label: "
-                + ", ".join(f"{label}/{label_to_name(label)}={count}" for label, count in sorted(labels.items()))
+                + ", ".join(
+                    f"{label}/{label_to_name(label)}={count}"
+                    for label, count in sorted(labels.items())
+                )
             )
             out.append(
-                "per octave: " + ", ".join(f"{octave}={count}" for octave, count in sorted(self.octave_counts().items()))
+                "per octave: "
+                + ", ".join(
+                    f"{octave}={count}" for octave, count in sorted(self.octave_counts().items())
+                )
             )
         else:
             out[0] += ", unlabelled"
         if self.sizes:
-            out.append("sizes (W x H): " + ", ".join(f"{w}x{h}={n}" for (w, h), n in self.sizes.most_common()))
+            out.append(
+                "sizes (W x H): "
+                + ", ".join(f"{w}x{h}={n}" for (w, h), n in self.sizes.most_common())
+            )
             out.append("modes: " + ", ".join(f"{mode}={n}" for mode, n in self.modes.most_common()))
         warnings = [p for p in self.problems if p.severity == "warning"]
         if warnings:
@@ -79,7 +88,11 @@ def check_folder(
     """Validate a data folder: its truth file and every image, fully decoded, in one pass."""
     image_set = scan_folder(Path(root), truth=truth)
     infos, image_problems = map_images(
-        inspect_png, image_set, workers=workers, progress=progress, desc=f"checking {image_set.root.name}"
+        inspect_png,
+        image_set,
+        workers=workers,
+        progress=progress,
+        desc=f"checking {image_set.root.name}",
     )
     report = CheckReport(image_set=image_set, problems=list(image_set.problems) + image_problems)
     for info in infos:

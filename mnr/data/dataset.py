@@ -53,15 +53,22 @@ def load_training_data(
     at once, so nothing is trained on a folder that `mnr data check` would reject.
     """
     paths = resolve_data(data, progress=progress)
-    train = load_images(scan_folder(paths.train), size=input_size, workers=workers, progress=progress)
+    train = load_images(
+        scan_folder(paths.train), size=input_size, workers=workers, progress=progress
+    )
     labels = train.labels
     train_idx, val_idx = stratified_split(labels, val_fraction=val_fraction, seed=split_seed)
     test: DecodedImages | None = None
     if paths.test is not None:
         test = load_images(
-            scan_folder(paths.test, truth=paths.test_truth), size=input_size, workers=workers, progress=progress
+            scan_folder(paths.test, truth=paths.test_truth),
+            size=input_size,
+            workers=workers,
+            progress=progress,
         )
-    digest = hashlib.blake2b(f"{train.key}:{val_fraction}:{split_seed}".encode(), digest_size=8).hexdigest()
+    digest = hashlib.blake2b(
+        f"{train.key}:{val_fraction}:{split_seed}".encode(), digest_size=8
+    ).hexdigest()
     return TrainingData(
         paths=paths,
         train_images=train.images[train_idx],

@@ -76,7 +76,9 @@ class ImageSet:
     def problem_for(self, index: int, message: str) -> Problem:
         """A problem with image `index`, located at its truth.txt line when it has one."""
         if self.truth_path is not None and self.lines is not None:
-            return Problem(str(self.truth_path), f"{self.filenames[index]}: {message}", self.lines[index])
+            return Problem(
+                str(self.truth_path), f"{self.filenames[index]}: {message}", self.lines[index]
+            )
         return Problem(str(self.path(index)), message)
 
     @property
@@ -115,7 +117,9 @@ def parse_truth(path: Path) -> tuple[list[tuple[str, int, int]], list[Problem]]:
         try:
             text = raw.decode("utf-8").strip()
         except UnicodeDecodeError:
-            problems.append(Problem(shown, "line is not UTF-8 text; re-save the file as UTF-8", number))
+            problems.append(
+                Problem(shown, "line is not UTF-8 text; re-save the file as UTF-8", number)
+            )
             continue
         if not text:
             continue
@@ -134,25 +138,43 @@ def parse_truth(path: Path) -> tuple[list[tuple[str, int, int]], list[Problem]]:
             label = int(label_text)
         except ValueError:
             problems.append(
-                Problem(shown, f"label {label_text!r} is not an integer (0..{NUM_KEYS - 1})", number)
+                Problem(
+                    shown, f"label {label_text!r} is not an integer (0..{NUM_KEYS - 1})", number
+                )
             )
             continue
         if not 0 <= label < NUM_KEYS:
             problems.append(
-                Problem(shown, f"label {label} is out of range: piano keys are 0..{NUM_KEYS - 1}", number)
+                Problem(
+                    shown,
+                    f"label {label} is out of range: piano keys are 0..{NUM_KEYS - 1}",
+                    number,
+                )
             )
             continue
         if _escapes(name):
             problems.append(
-                Problem(shown, f"{name!r} points outside the data folder; list names relative to it", number)
+                Problem(
+                    shown,
+                    f"{name!r} points outside the data folder; list names relative to it",
+                    number,
+                )
             )
             continue
         if any(ord(char) < 32 or ord(char) == 127 for char in name):  # a NUL would crash os calls
-            problems.append(Problem(shown, f"{name!r} contains a control character; list plain file names", number))
+            problems.append(
+                Problem(
+                    shown, f"{name!r} contains a control character; list plain file names", number
+                )
+            )
             continue
         if name in first_line:
             problems.append(
-                Problem(shown, f"duplicate filename {name!r} (first listed on line {first_line[name]})", number)
+                Problem(
+                    shown,
+                    f"duplicate filename {name!r} (first listed on line {first_line[name]})",
+                    number,
+                )
             )
             continue
         first_line[name] = number
@@ -166,7 +188,9 @@ def _inside(root_real: str, candidate: Path) -> bool:
 
 
 def _png_names(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
+    return sorted(
+        p.name for p in root.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith(".")
+    )
 
 
 def scan_folder(root: str | os.PathLike, *, truth: str | os.PathLike | None = None) -> ImageSet:
@@ -178,7 +202,9 @@ def scan_folder(root: str | os.PathLike, *, truth: str | os.PathLike | None = No
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise MnrError(f"{root}: no such data folder; pass a folder of PNGs (with truth.txt to train)")
+        raise MnrError(
+            f"{root}: no such data folder; pass a folder of PNGs (with truth.txt to train)"
+        )
     root_real = os.path.realpath(root)
     truth_path = Path(truth).expanduser() if truth is not None else root / TRUTH_FILE
     if truth is None and not truth_path.exists():
@@ -188,13 +214,17 @@ def scan_folder(root: str | os.PathLike, *, truth: str | os.PathLike | None = No
             if _inside(root_real, root / name):
                 image_set.filenames.append(name)
             else:
-                image_set.problems.append(Problem(str(root / name), "symlink points outside the data folder"))
+                image_set.problems.append(
+                    Problem(str(root / name), "symlink points outside the data folder")
+                )
         if not names:
             image_set.problems.append(Problem(str(root), "no PNG files found (the set is empty)"))
         return image_set
     if not truth_path.is_file():
         raise MnrError(f"{truth_path}: truth file not found")
-    if truth is None and not _inside(root_real, truth_path):  # never read (and echo) a file elsewhere
+    if truth is None and not _inside(
+        root_real, truth_path
+    ):  # never read (and echo) a file elsewhere
         raise MnrError(
             f"{truth_path} is a link that points outside the data folder; copy the real file into {root}"
         )
@@ -207,12 +237,18 @@ def scan_folder(root: str | os.PathLike, *, truth: str | os.PathLike | None = No
     for name, label, number in entries:
         candidate = root / name
         if not _inside(root_real, candidate):
-            problems.append(Problem(shown, f"{name!r} is a link that points outside the data folder", number))
+            problems.append(
+                Problem(shown, f"{name!r} is a link that points outside the data folder", number)
+            )
             continue
         try:
             found = candidate.is_file()
         except OSError as exc:  # e.g. a name longer than the file system allows
-            problems.append(Problem(shown, f"listed file {name[:80]!r} cannot be looked up ({exc.strerror})", number))
+            problems.append(
+                Problem(
+                    shown, f"listed file {name[:80]!r} cannot be looked up ({exc.strerror})", number
+                )
+            )
             continue
         if not found:
             problems.append(Problem(shown, f"listed file {name!r} is missing from {root}", number))
@@ -225,9 +261,18 @@ def scan_folder(root: str | os.PathLike, *, truth: str | os.PathLike | None = No
     listed = {name for name, _, _ in entries}
     for name in _png_names(root):
         if name not in listed:
-            problems.append(Problem(str(root / name), f"PNG is not listed in {truth_path.name}", severity="warning"))
+            problems.append(
+                Problem(
+                    str(root / name), f"PNG is not listed in {truth_path.name}", severity="warning"
+                )
+            )
     return ImageSet(
-        root=root, filenames=filenames, labels=labels, truth_path=truth_path, lines=lines, problems=problems
+        root=root,
+        filenames=filenames,
+        labels=labels,
+        truth_path=truth_path,
+        lines=lines,
+        problems=problems,
     )
 
 

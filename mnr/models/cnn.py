@@ -45,7 +45,9 @@ def _check_fits(
 
 def _no_pretrained(name: str, pretrained: bool) -> None:
     if pretrained:
-        raise MnrError(f"{name} has no pretrained weights; drop model.pretrained=true (or use resnet18)")
+        raise MnrError(
+            f"{name} has no pretrained weights; drop model.pretrained=true (or use resnet18)"
+        )
 
 
 class BaselineCnn(nn.Module):
@@ -187,7 +189,10 @@ class DeepCnn(nn.Module):
 
 @register_model
 def baseline_cnn(
-    *, num_classes: int = 88, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, pretrained: bool = False
+    *,
+    num_classes: int = 88,
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    pretrained: bool = False,
 ) -> BaselineCnn:
     """The Kaggle seed: 2 x [conv5 -> ReLU -> pool], 3 linear layers (CIFAR tutorial net)."""
     _no_pretrained("baseline_cnn", pretrained)

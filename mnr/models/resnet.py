@@ -25,7 +25,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @register_model
 def resnet18(
-    *, num_classes: int = 88, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, pretrained: bool = False
+    *,
+    num_classes: int = 88,
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    pretrained: bool = False,
 ) -> ResNet:
     """torchvision ResNet-18 (11M params); -s model.pretrained=true downloads ImageNet weights."""
     if not pretrained:

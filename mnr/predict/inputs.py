@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mnr.data.images import decode_png, png_bytes
+from mnr.data.images import channels_last, decode_png, png_bytes
 from mnr.errors import MnrError
 
 __all__ = ["IMAGE_COLUMN", "as_items", "to_pixels"]
@@ -128,12 +128,7 @@ def _b64_png(text: str) -> bytes | None:
 
 def _array_pixels(array: np.ndarray, *, size: tuple[int, int], name: str) -> np.ndarray:
     """A uint8 H x W (x C) or C x H x W array at `size`; resized by the same code as a file."""
-    if array.dtype != np.uint8:
-        raise MnrError(f"{name}: image arrays must be uint8 (0..255), got {array.dtype}")
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = array.transpose(1, 2, 0)  # C x H x W -> H x W x C
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[:, :, 0]
+    array = channels_last(array, name=name)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise MnrError(f"{name}: expected H x W x 3 or 3 x H x W uint8, got shape {array.shape}")
     if array.ndim == 3 and array.shape[-1] == 3 and array.shape[:2] == tuple(size):

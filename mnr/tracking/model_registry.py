@@ -70,7 +70,9 @@ def promote(name: str, version: str | int, alias: str) -> Any:
         client.set_registered_model_alias(name, alias, str(version))
         return client.get_model_version(name, str(version))
     except MlflowException as exc:
-        raise MnrError(f"cannot set alias {alias!r} of {name!r} to version {version}: {mlflow_error(exc)}") from None
+        raise MnrError(
+            f"cannot set alias {alias!r} of {name!r} to version {version}: {mlflow_error(exc)}"
+        ) from None
 
 
 def _check_name(value: str, option: str) -> None:
@@ -106,14 +108,18 @@ def list_registered(pattern: str | None = None) -> list[dict[str, Any]]:
     try:
         models = list(_all_registered(client))
     except MlflowException as exc:
-        raise MnrError(f"cannot list registered models in {tracking_uri()}: {mlflow_error(exc)}") from None
+        raise MnrError(
+            f"cannot list registered models in {tracking_uri()}: {mlflow_error(exc)}"
+        ) from None
     rows: list[dict[str, Any]] = []
     cache: dict[str, float | None] = {}
     for model in sorted(models, key=lambda m: m.name):
         if pattern and not fnmatch.fnmatchcase(model.name, pattern):
             continue
         aliases: dict[str, list[str]] = {}
-        for alias, number in (model.aliases or {}).items():  # search results leave versions' aliases out
+        for alias, number in (
+            model.aliases or {}
+        ).items():  # search results leave versions' aliases out
             aliases.setdefault(str(number), []).append(alias)
         versions = client.search_model_versions(f"name = '{_quote(model.name)}'")
         for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
@@ -121,7 +127,9 @@ def list_registered(pattern: str | None = None) -> list[dict[str, Any]]:
                 {
                     "name": model.name,
                     "version": int(version.version),
-                    "aliases": sorted(set(version.aliases or []) | set(aliases.get(str(version.version), []))),
+                    "aliases": sorted(
+                        set(version.aliases or []) | set(aliases.get(str(version.version), []))
+                    ),
                     "run_id": version.run_id,
                     "val_accuracy": _accuracy(client, version.run_id, cache),
                     "status": version.status,
@@ -162,4 +170,7 @@ def format_registered(rows: Iterable[Mapping[str, Any]]) -> str:
         for row in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in table)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    )

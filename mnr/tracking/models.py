@@ -16,7 +16,13 @@ from mnr.errors import MnrError
 from mnr.tracking.runs import fluent_run
 from mnr.tracking.store import client, configure_tracking, tracking_uri
 
-__all__ = ["find_predictor", "load_python_model", "log_pytorch_model", "mlflow_error", "requirements"]
+__all__ = [
+    "find_predictor",
+    "load_python_model",
+    "log_pytorch_model",
+    "mlflow_error",
+    "requirements",
+]
 
 
 def mlflow_error(exc: Exception) -> str:
@@ -75,7 +81,9 @@ def find_predictor(run_id: str) -> Any:
     try:
         run = client().get_run(run_id)
     except MlflowException as exc:
-        raise MnrError(f"no MLflow run {run_id!r} in {tracking_uri()} ({mlflow_error(exc)})") from None
+        raise MnrError(
+            f"no MLflow run {run_id!r} in {tracking_uri()} ({mlflow_error(exc)})"
+        ) from None
     found = mlflow.search_logged_models(
         experiment_ids=[run.info.experiment_id],
         filter_string=f"name = '{PREDICTOR_NAME}' AND source_run_id = '{run_id}'",

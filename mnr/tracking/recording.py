@@ -49,7 +49,9 @@ def log_params(run_id: str, config: ExperimentConfig) -> None:
         log_artifact(run_id, path)  # an unwritable artifact store is a clear error, before training
 
 
-def log_dataset(run_id: str, *, name: str, digest: str, source: str, context: str = "training") -> None:
+def log_dataset(
+    run_id: str, *, name: str, digest: str, source: str, context: str = "training"
+) -> None:
     """Record the dataset a run used through MLflow's dataset tracking (name, digest, source)."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
@@ -59,7 +61,11 @@ def log_dataset(run_id: str, *, name: str, digest: str, source: str, context: st
         dataset = MetaDataset(source=resolve_dataset_source(source), name=name, digest=digest)
     client().log_inputs(
         run_id,
-        datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])],
+        datasets=[
+            DatasetInput(
+                dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]
+            )
+        ],
     )
 
 
@@ -96,7 +102,11 @@ class MlflowLogger(Callback):
         if not ctx.is_main:
             return
         now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, ctx.epoch) for key, value in metrics.items() if key != "epoch"]
+        batch = [
+            Metric(key, float(value), now, ctx.epoch)
+            for key, value in metrics.items()
+            if key != "epoch"
+        ]
         self._client.log_batch(self.run_id, metrics=batch, synchronous=False)
 
     def on_fit_end(self, ctx: FitContext, status: str) -> None:
@@ -107,7 +117,9 @@ class MlflowLogger(Callback):
 def log_metrics(run_id: str, metrics: dict[str, float], *, step: int | None = None) -> None:
     """Log a dict of metrics synchronously (final and test metrics)."""
     now = int(time.time() * 1000)
-    client().log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+    client().log_batch(
+        run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+    )
 
 
 def log_artifact(run_id: str, path: str | Path, *, artifact_path: str | None = None) -> None:
@@ -138,7 +150,9 @@ def log_new_params(run_id: str, params: dict[str, Any]) -> list[str]:
     """
     for attempt in range(3):
         existing = client().get_run(run_id).data.params
-        new = [Param(key, str(value)[:6000]) for key, value in params.items() if key not in existing]
+        new = [
+            Param(key, str(value)[:6000]) for key, value in params.items() if key not in existing
+        ]
         try:
             for start in range(0, len(new), 100):
                 client().log_batch(run_id, params=new[start : start + 100])
@@ -148,4 +162,8 @@ def log_new_params(run_id: str, params: dict[str, Any]) -> list[str]:
                 raise
             time.sleep(0.2)  # another process logged some of them just now: look again
     existing = client().get_run(run_id).data.params
-    return [key for key, value in params.items() if existing.get(key, str(value)[:6000]) != str(value)[:6000]]
+    return [
+        key
+        for key, value in params.items()
+        if existing.get(key, str(value)[:6000]) != str(value)[:6000]
+    ]

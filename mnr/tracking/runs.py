@@ -67,7 +67,9 @@ def _create_run(
         try:
             mlflow_client.get_run(attached)
         except MlflowException as exc:
-            raise MnrError(f"MLFLOW_RUN_ID={attached} is not a run in {tracking_uri()} ({exc})") from None
+            raise MnrError(
+                f"MLFLOW_RUN_ID={attached} is not a run in {tracking_uri()} ({exc})"
+            ) from None
         for key, value in (tags or {}).items():
             mlflow_client.set_tag(attached, key, value)
         return attached
@@ -111,7 +113,9 @@ def tracked_run(
     run_id = (
         _reopen(run_id, tags)
         if run_id is not None
-        else _create_run(experiment=experiment, run_name=run_name, tags=tags, parent_run_id=parent_run_id)
+        else _create_run(
+            experiment=experiment, run_name=run_name, tags=tags, parent_run_id=parent_run_id
+        )
     )
     status = "FAILED"
     try:
@@ -156,10 +160,15 @@ def find_runs(*, experiment: str, tags: dict[str, str], max_results: int = 100) 
     found = client().get_experiment_by_name(experiment)
     if found is None:
         return []
-    quoted = [f"tags.`{key}` = '{value.replace(chr(39), chr(39) * 2)}'" for key, value in tags.items()]
+    quoted = [
+        f"tags.`{key}` = '{value.replace(chr(39), chr(39) * 2)}'" for key, value in tags.items()
+    ]
     return list(
         client().search_runs(
-            [found.experiment_id], " and ".join(quoted), max_results=max_results, order_by=["attributes.start_time DESC"]
+            [found.experiment_id],
+            " and ".join(quoted),
+            max_results=max_results,
+            order_by=["attributes.start_time DESC"],
         )
     )
 

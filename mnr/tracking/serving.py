@@ -30,7 +30,13 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-__all__ = ["DEFAULT_TOP_K", "PREDICTOR_NAME", "PianoKeyModel", "log_predictor", "predictor_signature"]
+__all__ = [
+    "DEFAULT_TOP_K",
+    "PREDICTOR_NAME",
+    "PianoKeyModel",
+    "log_predictor",
+    "predictor_signature",
+]
 
 PREDICTOR_NAME = "predictor"  # the logged model's name in its run, beside the raw torch "model"
 DEFAULT_TOP_K = 3
@@ -47,7 +53,9 @@ class PianoKeyModel(PythonModel):
             context.artifacts["checkpoint"], model_module=context.artifacts.get("model_module")
         )
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         """One answer row per input image; a bad image fails the request with its reason (400).
 
         MLflow has already checked `model_input` against the signature and made it a DataFrame.
@@ -115,7 +123,11 @@ def log_predictor(
     height, width = model.input_config.input_size
     state = model_state(model, config=config, run_id=run_id)
     example = pd.DataFrame(
-        {"image": [base64.b64encode(png_bytes(np.zeros((height, width, 3), dtype=np.uint8))).decode()]}
+        {
+            "image": [
+                base64.b64encode(png_bytes(np.zeros((height, width, 3), dtype=np.uint8))).decode()
+            ]
+        }
     )
     module = (config.get("model") or {}).get("module")
     with tempfile.TemporaryDirectory() as tmp:

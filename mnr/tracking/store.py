@@ -60,7 +60,9 @@ def experiment_id(name: str) -> str:
         found = mlflow_client.get_experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
-                raise MnrError(f"MLflow experiment {name!r} is deleted; restore it or pick another --experiment")
+                raise MnrError(
+                    f"MLflow experiment {name!r} is deleted; restore it or pick another --experiment"
+                )
             return found.experiment_id
         try:
             return mlflow_client.create_experiment(name)

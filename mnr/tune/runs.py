@@ -52,7 +52,9 @@ PARENT_WAIT_SECONDS = 120.0  # how long a second process waits for the first to 
 
 
 # --------------------------------------------------------------------------------- parent run
-def parent_tags(config: ExperimentConfig, *, study_name: str, storage_text: str, space: list[SearchParam]) -> dict[str, str]:
+def parent_tags(
+    config: ExperimentConfig, *, study_name: str, storage_text: str, space: list[SearchParam]
+) -> dict[str, str]:
     """The tags that name a study's parent run (and find it again when the study resumes)."""
     return {
         STUDY_TAG: study_name,
@@ -64,7 +66,12 @@ def parent_tags(config: ExperimentConfig, *, study_name: str, storage_text: str,
 
 
 def find_parent(
-    study: optuna.Study, created: bool, config: ExperimentConfig, *, study_name: str, storage_text: str
+    study: optuna.Study,
+    created: bool,
+    config: ExperimentConfig,
+    *,
+    study_name: str,
+    storage_text: str,
 ) -> str | None:
     """The id of the study's MLflow parent run if it has one; None when it needs a new one.
 
