@@ -160,7 +160,7 @@ def _register(checkpoint: Path, work: Path) -> dict[str, str]:
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
     os.environ.update(env)
     tracking.configure_tracking()
-    model = Predictor.from_checkpoint(checkpoint).model
+    model = Predictor.from_checkpoints([checkpoint]).models[0]
     config = {
         "model": {"name": MODEL, "kwargs": {}},
         "data": {"input_size": list(model.input_config.input_size)},
@@ -233,7 +233,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         checkpoint = _checkpoint(work / "bench.pt", input_size)
-        predictor = Predictor.from_checkpoint(checkpoint, batch_size=args.batch_size)
+        predictor = Predictor.from_checkpoints([checkpoint], batch_size=args.batch_size)
         results["batch_size"] = predictor.batch_size
         paths = [images.path(i) for i in range(count)]
 

@@ -75,6 +75,9 @@ class DataConfig:
 
     path: str | None = None  # a labelled folder or a dataset root; None = the built-in set
     input_size: list[int] = field(default_factory=lambda: list(DEFAULT_INPUT_SIZE))
+    # what the model reads of the plot: "value", one channel read back through a known
+    # colormap; "rgb", the three colours; "auto", value when a known colormap fits (mnr.data.layout)
+    channels: Literal["auto", "value", "rgb"] = "auto"
     val_fraction: float = 0.2
     split_seed: int = 0
     workers: int | None = None  # decode processes; None = all cores

@@ -9,6 +9,7 @@ checkpoint and marks the run KILLED, a crash marks it FAILED, and `--resume` pic
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -27,11 +28,19 @@ from mnr.callbacks import EarlyStopping, ModelCheckpoint
 from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig, from_dict
 from mnr.data import TrainingData, load_training_data
+from mnr.data.layout import FigureLayout
 from mnr.engine import Callback, evaluate, fit, resolve_device, seed_everything
 from mnr.errors import MnrError
-from mnr.models import create_model, import_model_module, is_model
+from mnr.models import create_model, import_model_module, is_model, takes_in_chans
 
-__all__ = ["TrainResult", "build_model", "load_data", "resolve_resume", "run_training"]
+__all__ = [
+    "TrainResult",
+    "build_model",
+    "check_model",
+    "load_data",
+    "resolve_resume",
+    "run_training",
+]
 
 
 @dataclass
@@ -51,27 +60,42 @@ class TrainResult:
         return max((h.get("val_acc", 0.0) for h in self.history), default=0.0)
 
 
-def build_model(config: ExperimentConfig) -> torch.nn.Module:
-    """Create the configured model; an unknown name fails before any data is read."""
+def check_model(config: ExperimentConfig) -> None:
+    """Fail on an unknown model name (with close matches) before any data is read."""
     if config.model.module:
         import_model_module(config.model.module)
     if not is_model(config.model.name):
         create_model(config.model.name)  # raises MnrError with close matches
+
+
+def build_model(config: ExperimentConfig, *, layout: FigureLayout | None = None) -> torch.nn.Module:
+    """Create the configured model for images read with `layout` (its channels come from it)."""
+    check_model(config)
     return create_model(
         config.model.name,
         num_classes=88,
         input_size=tuple(config.data.input_size),
+        layout=layout,
         pretrained=config.model.pretrained,
         **config.model.kwargs,
     )
 
 
 def load_data(config: ExperimentConfig, *, progress: bool = True) -> TrainingData:
-    """Validate and decode the configured dataset (the built-in one when no path is set)."""
+    """Validate and decode the configured dataset (the built-in one when no path is set).
+
+    `data.channels: auto` reads one value channel where a known colormap fits, unless the model
+    cannot be built for it (a model whose function takes no `in_chans` reads RGB).
+    """
+    check_model(config)
     data = config.data
+    channels = data.channels
+    if channels == "auto" and not takes_in_chans(config.model.name):
+        channels = "rgb"  # the model cannot be built for one value channel
     return load_training_data(
         data.path,
         input_size=tuple(data.input_size),
+        channels=channels,
         val_fraction=data.val_fraction,
         split_seed=data.split_seed,
         workers=data.workers,
@@ -206,11 +230,12 @@ def run_training(
     track = track and is_main
     if track:
         tracking.configure_tracking(check=True)  # an unreachable server fails here, before any work
-    # weights init from the seed
-    seed_everything(config.train.seed, deterministic=config.train.deterministic)
-    model = build_model(config)
+    check_model(config)
     if data is None:
         data = load_data(config, progress=progress and is_main)
+    # weights are initialised from the seed
+    seed_everything(config.train.seed, deterministic=config.train.deterministic)
+    model = build_model(config, layout=data.layout)
     if tuple(data.input_size) != tuple(config.data.input_size):
         raise MnrError(
             f"data decoded at {data.input_size} but data.input_size is {config.data.input_size}"
@@ -237,6 +262,7 @@ def run_training(
                     digest=data.digest,
                     source=str(data.paths.train),
                 )
+                _log_layout(run_id, data, input_size=tuple(config.data.input_size))
             run_id = _shared_run_id(run_id)
             checkpoint_dir = None
             if save_checkpoints:
@@ -281,6 +307,22 @@ def _run_tags(
         tags["mlflow.source.git.commit"] = commit
     tags.update(extra or {})
     return tags
+
+
+def _log_layout(run_id: str, data: TrainingData, *, input_size: tuple[int, int]) -> None:
+    """The figure layout the run reads its images with: params, layout/layout.json, a preview."""
+    from mnr.data.preview import write_preview
+
+    layout = data.layout
+    params = {f"layout.{key}": value for key, value in layout.key().items()}
+    tracking.log_new_params(run_id, {**params, "layout.colormap": layout.colormap})
+    tracking.log_text(run_id, json.dumps(data.report.to_dict(), indent=2), "layout/layout.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        image = data.paths.train / data.sample_file
+        preview = write_preview(
+            image, layout, Path(tmp) / "layout_preview.png", input_size=input_size
+        )
+        tracking.log_artifact(run_id, preview, artifact_path="layout")
 
 
 def _shared_run_id(run_id: str | None) -> str | None:
@@ -362,8 +404,9 @@ def _keep_last_checkpoint(run_id: str, checkpoint_dir: Path | None) -> None:
 def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str) -> str:
     """Log the final model: the image-taking pyfunc predictor, and the raw torch module.
 
-    `model` holds the best weights. The predictor (`mnr.tracking.serving`) is what `model_registry.register_run`
-    registers and what `mnr predict` and `mlflow models serve` load; the raw module stays for
+    `model` holds the best weights. The predictor (`mnr.tracking.serving`) is what
+    `model_registry.register_run` registers and what `mnr predict` and `mlflow models serve`
+    load; the raw module stays for
     `mlflow.pytorch.load_model`, and its URI is returned. The predictor is logged first so that
     the run's newest logged model is the raw module, as before.
     """
@@ -372,7 +415,7 @@ def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str)
 
     height, width = config.data.input_size
     # batch 1 would pin the exported batch size
-    example = np.zeros((2, 3, height, width), dtype=np.float32)
+    example = np.zeros((2, model.input_config.in_chans, height, width), dtype=np.float32)
     model.eval()
     serving.log_predictor(
         model, config=to_dict(config), run_id=run_id, registered_name=config.tracking.register

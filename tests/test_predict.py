@@ -30,7 +30,7 @@ from mnr.config import resolve_config
 from mnr.data.images import decode_png
 from mnr.engine import predict_logits
 from mnr.errors import MnrError
-from mnr.models import create_model
+from mnr.models import InputConfig, create_model
 from mnr.predict import Predictor, load_predictor
 from mnr.tracking import model_registry
 from mnr.training import run_training
@@ -95,10 +95,13 @@ def store(trained: Trained, monkeypatch: pytest.MonkeyPatch) -> Iterator[Trained
 def reference_labels(checkpoint: Path, folder: Path) -> dict[str, int]:
     """Filename -> argmax of predict_logits on decode_png images, built by hand from the checkpoint."""
     state = load_checkpoint(checkpoint)
-    model = create_model(state["model_name"], input_size=tuple(state["input_config"]["input_size"]))
+    config = InputConfig.from_dict(state["input_config"])  # size and figure layout (value channel)
+    model = create_model(state["model_name"], input_size=config.input_size, layout=config.layout)
     model.load_state_dict(state["model"])
     names = sorted(p.name for p in folder.glob("*.png"))
-    images = np.stack([decode_png(folder / n, size=model.input_config.input_size) for n in names])
+    images = np.stack(
+        [decode_png(folder / n, size=config.input_size, layout=config.layout) for n in names]
+    )
     labels = predict_logits(model, images, batch_size=7).argmax(1).tolist()
     return dict(zip(names, labels, strict=True))
 
@@ -281,10 +284,12 @@ def test_pyfunc_rejects_what_is_not_an_image(store: Trained) -> None:
 
 def test_predictor_from_a_checkpoint_equals_the_registered_one(store: Trained) -> None:
     registered = load_predictor(f"models:/{NAME}/1", device="cpu")
-    local = Predictor.from_checkpoint(store.checkpoint)
+    local = Predictor.from_checkpoints([store.checkpoint])
     paths = sorted(store.test_dir.glob("*.png"))
     for a, b in zip(
-        registered.model.state_dict().values(), local.model.state_dict().values(), strict=True
+        registered.models[0].state_dict().values(),
+        local.models[0].state_dict().values(),
+        strict=True,
     ):
         assert torch.equal(a, b)
     assert registered.predict(paths)["label"].tolist() == local.predict(paths)["label"].tolist()
@@ -292,7 +297,7 @@ def test_predictor_from_a_checkpoint_equals_the_registered_one(store: Trained) -
 
 def test_raw_torch_model_is_kept_and_is_not_a_predictor(store: Trained) -> None:
     module = mlflow.pytorch.load_model(f"runs:/{store.run_id}/model")
-    assert tuple(module(torch.zeros(2, 3, 128, 16)).shape) == (2, 88)
+    assert tuple(module(torch.zeros(2, 1, 128, 16)).shape) == (2, 88)  # one value channel (magma)
     with pytest.raises(MnrError, match="not an mnr predictor"):
         load_predictor(f"runs:/{store.run_id}/model")
 

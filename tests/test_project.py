@@ -48,31 +48,29 @@ def test_readme_documents_every_environment_variable() -> None:
 @pytest.mark.slow
 def test_a_wheel_carries_the_experiment_configs(tmp_path: Path) -> None:
     """A wheel, installed without the source tree, still resolves `mnr train --model bn_cnn`."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "-q",
-            "-w",
-            str(tmp_path / "dist"),
-            str(ROOT),
-        ],
-        check=True,
-        timeout=600,
-    )
-    wheel = next((tmp_path / "dist").glob("mnr-*.whl"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no source tree on the path
+    dist = tmp_path / "dist"
+    pip_wheel = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "-q",
+        "-w",
+        str(dist),
+        str(ROOT),
+    ]
+    subprocess.run(pip_wheel, env=env, check=True, timeout=600)
+    wheel = next(dist.glob("mnr-*.whl"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)
     python = env_dir / "bin" / "python"
-    subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=600
-    )
+    # --force-reinstall: the venv sees the system's (editable) mnr as installed already
+    install = [python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)]
+    subprocess.run(install, env=env, check=True, timeout=600)
     outside = tmp_path / "elsewhere"  # no experiments/ folder anywhere near
     outside.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run(
         [
             python,

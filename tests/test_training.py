@@ -99,8 +99,16 @@ def test_train_tracks_everything_in_one_run(synth_root: Path) -> None:
         "checkpoints/best.pt"
     ]
     assert run.inputs.dataset_inputs[0].dataset.digest == run.data.tags["data.digest"]
+    # the figure layout it read the images with: params, its JSON and a preview
+    assert (
+        run.data.params["layout.channels"] == "value"
+        and run.data.params["layout.colormap"] == "magma"
+    )
+    assert run.data.params["layout.box"] == "[0, 0, 520, 394]"  # the built-in style is full-bleed
+    layout_files = {a.path for a in client.list_artifacts(result.run_id, "layout")}
+    assert layout_files == {"layout/layout.json", "layout/layout_preview.png"}
     loaded = mlflow.pytorch.load_model(result.model_uri)
-    logits = loaded(torch.zeros(3, 3, 32, 32))
+    logits = loaded(torch.zeros(3, 1, 32, 32))  # one value channel in
     assert tuple(logits.shape) == (3, 88)
 
 

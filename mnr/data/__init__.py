@@ -7,7 +7,7 @@ from mnr.data.cache import DecodedImages, load_images
 from mnr.data.check import CheckReport, check_folder
 from mnr.data.dataset import TrainingData, load_training_data
 from mnr.data.folder import TRUTH_FILE, ImageSet, Problem, parse_truth, scan_folder
-from mnr.data.images import decode_png, inspect_png
+from mnr.data.images import decode_png, load_png, read_rgb
 from mnr.data.split import kfold_indices, stratified_split
 
 __all__ = [
@@ -21,11 +21,12 @@ __all__ = [
     "builtin_dataset",
     "check_folder",
     "decode_png",
-    "inspect_png",
+    "load_png",
     "kfold_indices",
     "load_images",
     "load_training_data",
     "parse_truth",
+    "read_rgb",
     "resolve_data",
     "scan_folder",
     "stratified_split",

@@ -1,15 +1,22 @@
-"""`mnr data check`: validate a folder in one pass and describe what is in it."""
+"""`mnr data check`: validate a folder in one pass and describe what is in it.
+
+Besides the truth file and every image's readability, it reports the figure layout mnr finds
+(`mnr.data.layout`: plot box, colormap, channels) and lists every image drawn otherwise.
+"""
 
 from __future__ import annotations
 
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from mnr.data.folder import ImageSet, Problem, scan_folder
-from mnr.data.images import ImageInfo, inspect_png
+from mnr.data.images import ImageInfo, load_png
+from mnr.data.layout import Channels, FigureLayout, LayoutReport, detect_layout
 from mnr.data.parallel import map_images
+from mnr.errors import MnrError
 from mnr.labels import label_octave, label_to_name
 
 __all__ = ["CheckReport", "check_folder"]
@@ -23,6 +30,7 @@ class CheckReport:
     problems: list[Problem]
     sizes: Counter = field(default_factory=Counter)
     modes: Counter = field(default_factory=Counter)
+    layout: LayoutReport | None = None  # None when no image could be read
 
     @property
     def errors(self) -> list[Problem]:
@@ -60,6 +68,8 @@ class CheckReport:
             )
         else:
             out[0] += ", unlabelled"
+        if self.layout is not None:
+            out.append(self.layout.format())
         if self.sizes:
             out.append(
                 "sizes (W x H): "
@@ -78,23 +88,42 @@ class CheckReport:
         return "\n".join(out)
 
 
+def inspect_figure(path: str | os.PathLike, *, name: str, layout: FigureLayout | None) -> ImageInfo:
+    """Fully decode a PNG (proving it readable) and check it against the folder's layout."""
+    rgb, mode = load_png(path, name=name)
+    if layout is not None:
+        layout.check(rgb, name=name)
+    return ImageInfo(width=rgb.shape[1], height=rgb.shape[0], mode=mode)
+
+
 def check_folder(
     root: str | os.PathLike,
     *,
     truth: str | os.PathLike | None = None,
+    channels: Channels = "auto",
     workers: int | None = None,
     progress: bool = True,
 ) -> CheckReport:
-    """Validate a data folder: its truth file and every image, fully decoded, in one pass."""
+    """Validate a data folder: its truth file, its layout and every image, fully decoded."""
     image_set = scan_folder(Path(root), truth=truth)
+    layout = None
+    if len(image_set):
+        try:
+            layout = detect_layout(image_set, channels=channels)
+        except MnrError as exc:
+            image_set.problems.append(
+                Problem(str(image_set.root), f"no figure layout found: {exc}")
+            )
     infos, image_problems = map_images(
-        inspect_png,
+        partial(inspect_figure, layout=layout.layout if layout else None),
         image_set,
         workers=workers,
         progress=progress,
         desc=f"checking {image_set.root.name}",
     )
-    report = CheckReport(image_set=image_set, problems=list(image_set.problems) + image_problems)
+    report = CheckReport(
+        image_set=image_set, problems=list(image_set.problems) + image_problems, layout=layout
+    )
     for info in infos:
         if isinstance(info, ImageInfo):
             report.sizes[(info.width, info.height)] += 1

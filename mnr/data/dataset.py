@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnr.data.builtin import DataPaths, resolve_data
-from mnr.data.cache import DecodedImages, load_images
-from mnr.data.folder import scan_folder
+from mnr.data.cache import DecodedImages, cached_layout, load_images
+from mnr.data.folder import raise_for_problems, scan_folder
+from mnr.data.layout import Channels, FigureLayout, LayoutReport
 from mnr.data.split import stratified_split
 
 __all__ = ["TrainingData", "load_training_data"]
@@ -17,10 +18,12 @@ __all__ = ["TrainingData", "load_training_data"]
 
 @dataclass
 class TrainingData:
-    """Decoded, split data: images N x 3 x H x W uint8, labels int64.
+    """Decoded, split data: images N x C x H x W uint8, labels int64, and how they were read.
 
     `test_*` is the held-out set (never used for training or model selection) when the dataset
     has labelled test images; validation is carved from the training folder by a stratified split.
+    `layout` is the training folder's figure layout (`report` says how it was found); the test
+    images are read with the same one.
     """
 
     paths: DataPaths
@@ -32,6 +35,12 @@ class TrainingData:
     test_labels: np.ndarray | None
     digest: str  # identifies the decoded train folder and split; logged as the dataset digest
     from_cache: bool
+    report: LayoutReport
+    sample_file: str  # one training image (its name in the train folder), for previews
+
+    @property
+    def layout(self) -> FigureLayout:
+        return self.report.layout
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -42,6 +51,7 @@ def load_training_data(
     data: str | None,
     *,
     input_size: tuple[int, int],
+    channels: Channels = "auto",
     val_fraction: float = 0.2,
     split_seed: int = 0,
     workers: int | None = None,
@@ -50,11 +60,16 @@ def load_training_data(
     """Validate, decode (or load from cache) and split a dataset; `data=None` is the built-in set.
 
     Validation of the truth file runs before any decoding, and every image problem is reported
-    at once, so nothing is trained on a folder that `mnr data check` would reject.
+    at once, so nothing is trained on a folder that `mnr data check` would reject. The layout
+    is detected on the training folder (`channels` chooses value or RGB); a test image drawn
+    another way is an error that names it.
     """
     paths = resolve_data(data, progress=progress)
+    train_set = scan_folder(paths.train)
+    raise_for_problems(train_set.problems, what=str(train_set.truth_path or train_set.root))
+    report = cached_layout(train_set, channels=channels)
     train = load_images(
-        scan_folder(paths.train), size=input_size, workers=workers, progress=progress
+        train_set, size=input_size, layout=report.layout, workers=workers, progress=progress
     )
     labels = train.labels
     train_idx, val_idx = stratified_split(labels, val_fraction=val_fraction, seed=split_seed)
@@ -63,6 +78,7 @@ def load_training_data(
         test = load_images(
             scan_folder(paths.test, truth=paths.test_truth),
             size=input_size,
+            layout=report.layout,
             workers=workers,
             progress=progress,
         )
@@ -79,4 +95,6 @@ def load_training_data(
         test_labels=test.labels if test is not None else None,
         digest=digest,
         from_cache=train.from_cache and (test is None or test.from_cache),
+        report=report,
+        sample_file=train_set.filenames[0],
     )

@@ -1,21 +1,14 @@
-"""Decode one PNG into the uint8 array a model sees.
+"""Decode one PNG into the uint8 array a model sees; write PNGs.
 
 Every path that turns a file into pixels goes through `decode_png`: the cache builder, `mnr data
 check`, prediction and the served model. That is what guarantees that prediction applies exactly
-the preprocessing used in training.
+the preprocessing used in training. What is taken from the image (the plot box, a value channel
+read back through the colormap, the resize) is the figure layout's (`mnr.data.layout`).
 
-The Kaggle images are 520 x 394 RGBA renders of a 128-band mel spectrogram. Any PNG mode becomes
-3-channel uint8: the alpha channel is dropped (not composited: the renders are opaque), grayscale
-and palette images are expanded, and 16-bit samples are scaled to 8 bits.
-
-An image of another size is resized one axis at a time, because the two axes of a spectrogram are
-not alike. Time (width) is averaged with Pillow's antialiased bilinear filter: a held note's pitch
-does not change along time, so averaging frames keeps it and smooths the noise. Frequency (height)
-is sampled by nearest neighbour: a render stretches each mel band over ~3.1 rows, and sampling the
-middle of each output row's span keeps one band per row, where averaging rows (what torchvision's
-`Resize` does to both axes) mixes neighbouring bands, which the lowest keys cannot afford. Measured
-on the built-in test split at 128 x 16: bn_cnn 98.2 % with bilinear on both axes, 99.8 % with this
-(docs/data.md).
+Any PNG mode is read as 3-channel uint8 first: the alpha channel is dropped (not composited:
+the renders are opaque), grayscale and palette images are expanded, and 16-bit samples are
+scaled to 8 bits. Files are checked before they are decoded: empty, not a PNG, a header that
+claims absurd dimensions (a decompression bomb) or too many bytes are refused by name.
 """
 
 from __future__ import annotations
@@ -26,11 +19,15 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from mnr.errors import MnrError
+
+if TYPE_CHECKING:
+    from mnr.data.layout import FigureLayout
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -38,7 +35,8 @@ __all__ = [
     "ImageInfo",
     "channels_last",
     "decode_png",
-    "inspect_png",
+    "read_rgb",
+    "load_png",
     "png_bytes",
     "to_rgb_array",
 ]
@@ -114,17 +112,6 @@ def _load(image: Image.Image, name: str) -> None:
         raise MnrError(f"{name}: the PNG is truncated or corrupt ({exc})") from None
 
 
-def inspect_png(path: str | os.PathLike, *, name: str | None = None) -> ImageInfo:
-    """Fully decode a PNG to prove it is readable, and return its size and mode.
-
-    Raises `MnrError` naming the file for an empty, non-PNG, truncated or oversized file.
-    """
-    name = name or str(path)
-    with _open_checked(path, name) as image:
-        _load(image, name)
-        return ImageInfo(width=image.size[0], height=image.size[1], mode=image.mode)
-
-
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Any Pillow image as an H x W x 3 uint8 array (alpha dropped, 16 bits scaled to 8)."""
     mode = image.mode
@@ -141,41 +128,46 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def _resize_spectrogram(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Resize an RGB image to `size` = (H, W): time averaged, frequency sampled (module doc)."""
-    height, width = size
-    if image.width != width:  # first, while the image is tall: the costly axis shrinks first
-        image = image.resize((width, image.height), Image.Resampling.BILINEAR)
-    if image.height != height:
-        image = image.resize((width, height), Image.Resampling.NEAREST)
-    return image
+def load_png(
+    source: str | os.PathLike | bytes, *, name: str | None = None
+) -> tuple[np.ndarray, str]:
+    """Decode a PNG file or PNG bytes fully: an H x W x 3 uint8 array at its own size, and the
+    file's PNG mode (what `mnr data check` reports).
+
+    Raises `MnrError` naming the file for anything that is not a readable, reasonably sized PNG.
+    """
+    name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
+    with _open_checked(source, name) as image:
+        _load(image, name)
+        return to_rgb_array(image), image.mode
+
+
+def read_rgb(source: str | os.PathLike | bytes, *, name: str | None = None) -> np.ndarray:
+    """`load_png`'s pixels alone."""
+    return load_png(source, name=name)[0]
 
 
 def decode_png(
     source: str | os.PathLike | bytes,
     *,
     size: tuple[int, int] | None,
+    layout: FigureLayout | None = None,
     name: str | None = None,
 ) -> np.ndarray:
-    """Decode a PNG file or PNG bytes into a 3 x H x W uint8 array at `size` = (H, W).
+    """Decode a PNG into the C x H x W uint8 array a model sees, at `size` = (H, W).
 
-    `size=None` keeps the image's own size. Raises `MnrError` naming the file for anything that
-    is not a readable, reasonably sized PNG.
+    `layout` says where the plot is and what the model reads of it (`FigureLayout.extract`: the
+    plot box cropped, one value channel read back through its colormap or the RGB colours, one
+    mel band per row); None means the whole image as RGB, the layout of a full-bleed render.
+    `size=None` keeps the plot's own size. An image that does not fit the layout is an
+    `MnrError` naming the file and the layout.
     """
+    from mnr.data.layout import full_bleed
+
     name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
-    with _open_checked(source, name) as image:
-        _load(image, name)
-        if size is not None and image.size != (size[1], size[0]):
-            if image.mode in ("RGB", "RGBA", "P", "PA", "L", "LA", "1"):
-                # Resize in Pillow before any numpy copy: the same pixels (RGBA -> RGB drops
-                # alpha in both paths), ~28 % less decode CPU per image (benchmarks/predict_speed.py).
-                rgb = image if image.mode == "RGB" else image.convert("RGB")
-            else:  # 16/32-bit samples are scaled to 8 bits first
-                rgb = Image.fromarray(to_rgb_array(image))
-            array = np.asarray(_resize_spectrogram(rgb, size), dtype=np.uint8)
-        else:
-            array = to_rgb_array(image)
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+    rgb = read_rgb(source, name=name)
+    layout = layout or full_bleed(rgb.shape[1], rgb.shape[0])
+    return layout.extract(rgb, size=size or layout.plot_size, name=name)
 
 
 def channels_last(array: np.ndarray, *, name: str) -> np.ndarray:

@@ -19,6 +19,7 @@ from mnr.models.registry import (
     load_plugins,
     model_description,
     register_model,
+    takes_in_chans,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "load_plugins",
     "model_description",
     "register_model",
+    "takes_in_chans",
 ]

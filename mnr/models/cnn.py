@@ -3,7 +3,8 @@
 The architectures are classes; the registered variants at the bottom are one-line functions that
 build them, so a new variant is one more decorated function, not a new class.
 
-All three take float tensors N x 3 x H x W (normalised as `InputConfig` says) and return logits
+All three take float tensors N x C x H x W (C = `in_chans`: 1 for a value channel read back
+through the colormap, 3 for RGB; normalised as `InputConfig` says) and return logits
 N x num_classes. They use only out-of-place ops and `torch.flatten`, so they run unchanged on
 `torch.channels_last` inputs.
 """
@@ -63,6 +64,7 @@ class BaselineCnn(nn.Module):
         *,
         num_classes: int = 88,
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+        in_chans: int = 3,
         channels: tuple[int, int] = (6, 16),
         hidden: tuple[int, int] = (120, 84),
     ) -> None:
@@ -70,7 +72,7 @@ class BaselineCnn(nn.Module):
         h, w = _check_fits(type(self).__name__, input_size, kernel=5, blocks=2)
         c1, c2 = channels
         self.features = nn.Sequential(
-            nn.Conv2d(3, c1, kernel_size=5),
+            nn.Conv2d(in_chans, c1, kernel_size=5),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, kernel_size=5),
@@ -101,6 +103,7 @@ class BnCnn(nn.Module):
         *,
         num_classes: int = 88,
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+        in_chans: int = 3,
         channels: tuple[int, int] = (16, 32),
         hidden: tuple[int, int] = (120, 84),
         dropout: float = 0.3,
@@ -111,7 +114,9 @@ class BnCnn(nn.Module):
         h, w = _check_fits(type(self).__name__, input_size, kernel=5, blocks=2)
         c1, c2 = channels
         self.features = nn.Sequential(
-            nn.Conv2d(3, c1, kernel_size=5, bias=False),  # BatchNorm's shift makes a bias redundant
+            nn.Conv2d(
+                in_chans, c1, kernel_size=5, bias=False
+            ),  # BatchNorm's shift makes a bias redundant
             nn.BatchNorm2d(c1),
             nn.ReLU(),
             nn.MaxPool2d(2),
@@ -150,6 +155,7 @@ class DeepCnn(nn.Module):
         *,
         num_classes: int = 88,
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+        in_chans: int = 3,
         width: int = 16,
         depth: int = 5,
         dropout: float = 0.2,
@@ -168,7 +174,6 @@ class DeepCnn(nn.Module):
                 f"it needs at least {2**depth} rows"
             )
         layers: list[nn.Module] = []
-        in_chans = 3
         for i in range(depth):
             out_chans = width * min(2**i, 8)
             time_pool = 2 if time >= 2 else 1
@@ -192,11 +197,12 @@ def baseline_cnn(
     *,
     num_classes: int = 88,
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    in_chans: int = 3,
     pretrained: bool = False,
 ) -> BaselineCnn:
     """The Kaggle seed: 2 x [conv5 -> ReLU -> pool], 3 linear layers (CIFAR tutorial net)."""
     _no_pretrained("baseline_cnn", pretrained)
-    return BaselineCnn(num_classes=num_classes, input_size=input_size)
+    return BaselineCnn(num_classes=num_classes, input_size=input_size, in_chans=in_chans)
 
 
 @register_model
@@ -204,12 +210,13 @@ def bn_cnn(
     *,
     num_classes: int = 88,
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    in_chans: int = 3,
     pretrained: bool = False,
     dropout: float = 0.3,
 ) -> BnCnn:
     """The seed with BatchNorm, 16/32 channels and dropout; trains fast on a CPU."""
     _no_pretrained("bn_cnn", pretrained)
-    return BnCnn(num_classes=num_classes, input_size=input_size, dropout=dropout)
+    return BnCnn(num_classes=num_classes, input_size=input_size, in_chans=in_chans, dropout=dropout)
 
 
 @register_model
@@ -217,6 +224,7 @@ def deep_cnn(
     *,
     num_classes: int = 88,
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    in_chans: int = 3,
     pretrained: bool = False,
     width: int = 16,
     depth: int = 5,
@@ -225,5 +233,10 @@ def deep_cnn(
     """VGG-style [conv3 -> BN -> ReLU -> pool] x depth, pooled over time, linear head."""
     _no_pretrained("deep_cnn", pretrained)
     return DeepCnn(
-        num_classes=num_classes, input_size=input_size, width=width, depth=depth, dropout=dropout
+        num_classes=num_classes,
+        input_size=input_size,
+        in_chans=in_chans,
+        width=width,
+        depth=depth,
+        dropout=dropout,
     )

@@ -29,6 +29,7 @@ Models from outside mnr arrive two ways, both running the module's `@register_mo
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import hashlib
@@ -48,6 +49,7 @@ from typing import Any
 from torch import nn
 
 from mnr.config import DEFAULT_INPUT_SIZE
+from mnr.data.layout import FigureLayout
 from mnr.errors import MnrError
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "load_plugins",
     "model_description",
     "register_model",
+    "takes_in_chans",
 ]
 
 PLUGIN_GROUP = "mnr.models"  # the entry-point group that installed plugins declare
@@ -79,9 +82,11 @@ _param_counts: dict[str, int | None] = {}  # name -> parameter count at the defa
 class InputConfig:
     """What a model expects as input: the contract between training and prediction.
 
-    Pixels are decoded to uint8 RGB, resized to `input_size` (H, W), divided by 255, then
-    normalised per channel as ``(x - mean) / std``. Stored with every checkpoint and registered
-    model so that prediction can rebuild exactly this preprocessing.
+    Each image is read as its figure `layout` says (`mnr.data.layout`: the plot box cropped, one
+    value channel read back through the colormap or the RGB colours), resized to `input_size`
+    (H, W), divided by 255, then normalised per channel as ``(x - mean) / std``. Stored with every
+    checkpoint and registered model so that prediction can rebuild exactly this preprocessing.
+    `layout` None is a model trained before layouts existed: the whole image as RGB.
     """
 
     input_size: tuple[int, int]
@@ -89,6 +94,7 @@ class InputConfig:
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     num_classes: int = 88
+    layout: FigureLayout | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe values (lists, not tuples), for checkpoints and MLflow."""
@@ -98,16 +104,18 @@ class InputConfig:
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],
             "num_classes": int(self.num_classes),
+            "layout": None if self.layout is None else self.layout.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputConfig:
         """The inverse of `to_dict`; keys left out take their defaults, unknown keys are refused."""
-        unknown = set(d) - {"input_size", "in_chans", "mean", "std", "num_classes"}
+        known = {"input_size", "in_chans", "mean", "std", "num_classes", "layout"}
+        unknown = set(d) - known
         if unknown:
             raise MnrError(
-                f"input config has unknown keys {sorted(unknown)}; expected input_size, in_chans, "
-                "mean, std, num_classes (was the checkpoint written by a newer mnr?)"
+                f"input config has unknown keys {sorted(unknown)}; expected {', '.join(sorted(known))} "
+                "(was the checkpoint written by a newer mnr?)"
             )
         if "input_size" not in d:
             raise MnrError("input config has no 'input_size'; the checkpoint looks damaged")
@@ -120,6 +128,8 @@ class InputConfig:
             kwargs["std"] = tuple(float(v) for v in d["std"])
         if "num_classes" in d:
             kwargs["num_classes"] = int(d["num_classes"])
+        if d.get("layout") is not None:
+            kwargs["layout"] = FigureLayout.from_dict(d["layout"])
         return cls(**kwargs)
 
 
@@ -330,6 +340,26 @@ def model_description(name: str) -> str:
     return _model_descriptions[name]
 
 
+_STANDARD = (
+    "num_classes",
+    "input_size",
+    "in_chans",
+    "pretrained",
+)  # what create_model passes itself
+
+
+def takes_in_chans(name: str) -> bool:
+    """Whether model `name` can be built for other than 3 input channels: its function names an
+    `in_chans` parameter. Any other model reads RGB (`data.channels: auto` picks rgb for it)."""
+    _ensure_plugins()
+    if name not in _model_entrypoints:
+        raise _unknown_model(name)
+    try:
+        return "in_chans" in inspect.signature(_model_entrypoints[name]).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _check_kwargs(name: str, fn: Callable[..., nn.Module], kwargs: dict[str, Any]) -> None:
     """Refuse options the model does not take, naming the ones it does (a user's config typo)."""
     try:
@@ -338,7 +368,7 @@ def _check_kwargs(name: str, fn: Callable[..., nn.Module], kwargs: dict[str, Any
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    required = [k for k in ("num_classes", "input_size", "pretrained") if k not in params]
+    required = [k for k in _STANDARD if k not in params and k != "in_chans"]
     if required:
         raise MnrError(
             f"model {name!r} (from {_model_modules[name]}) cannot be built by mnr: its function "
@@ -347,7 +377,7 @@ def _check_kwargs(name: str, fn: Callable[..., nn.Module], kwargs: dict[str, Any
         )
     unknown = [k for k in kwargs if k not in params]
     if unknown:
-        options = [k for k in params if k not in ("num_classes", "input_size", "pretrained")]
+        options = [k for k in params if k not in _STANDARD]
         raise MnrError(
             f"model {name!r} does not take option(s) {', '.join(map(repr, unknown))}; "
             f"its options are: {', '.join(options) if options else '(none)'}"
@@ -359,10 +389,15 @@ def create_model(
     *,
     num_classes: int = 88,
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    layout: FigureLayout | None = None,
     pretrained: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Build the registered model `name` and attach its `input_config` and `model_name`.
+
+    `layout` is how its input images are read; the model is built for its channel count (1 for
+    a value channel, 3 for RGB) and carries it in `input_config`. A model whose function takes
+    no `in_chans` only reads RGB.
 
     Keyword arguments that are None are dropped, so an option the user did not set (a CLI flag,
     a config key left empty, an Optuna trial that does not tune it) keeps the model's default
@@ -382,14 +417,29 @@ def create_model(
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     fn = _model_entrypoints[name]
     _check_kwargs(name, fn, kwargs)
+    in_chans = layout.in_chans if layout is not None else 3
+    if takes_in_chans(name):
+        kwargs["in_chans"] = in_chans
+    elif in_chans != 3:
+        raise MnrError(
+            f"model {name!r} reads 3-channel images only (its function takes no in_chans), but the "
+            f"data is read as {in_chans} channel(s); set -s data.channels=rgb, or give it in_chans"
+        )
     model = fn(
         num_classes=int(num_classes), input_size=input_size, pretrained=bool(pretrained), **kwargs
     )
     config = getattr(model, "input_config", None)
     if not isinstance(config, InputConfig):
         # a builder may set its own (say, ImageNet statistics for pretrained weights); else default
-        config = InputConfig(input_size=input_size, num_classes=int(num_classes))
-    model.input_config = config
+        neutral = (0.5,) * in_chans
+        config = InputConfig(
+            input_size=input_size,
+            in_chans=in_chans,
+            mean=neutral,
+            std=neutral,
+            num_classes=int(num_classes),
+        )
+    model.input_config = dataclasses.replace(config, layout=layout)
     model.model_name = name
     return model
 

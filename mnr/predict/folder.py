@@ -22,6 +22,7 @@ import numpy as np
 
 from mnr.data.folder import ImageSet, Problem, scan_folder
 from mnr.data.images import decode_png
+from mnr.data.layout import check_folder_layout
 from mnr.errors import MnrError
 from mnr.predict.predictor import Predictor, prediction_frame
 
@@ -120,7 +121,9 @@ def predict_folder(
 
     image_set = folder if isinstance(folder, ImageSet) else list_images(folder, truth=truth)
     problems = list(image_set.errors)
-    decode = partial(decode_png, size=predictor.input_size)
+    if predictor.layout is not None and len(image_set) > 1:
+        check_folder_layout(image_set, predictor.layout)
+    decode = partial(decode_png, size=predictor.input_size, layout=predictor.layout)
     names: list[str] = []
     labels: list[int] = []
     outputs: list[np.ndarray] = []

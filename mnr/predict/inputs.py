@@ -14,11 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from mnr.data.images import channels_last, decode_png, png_bytes
+from mnr.data.images import channels_last, decode_png
+from mnr.data.layout import FigureLayout, full_bleed
 from mnr.errors import MnrError
 
 __all__ = ["IMAGE_COLUMN", "as_items", "to_pixels"]
@@ -80,10 +82,13 @@ def _cells(column: Any) -> list[Any]:
     return items
 
 
-def to_pixels(item: Any, *, size: tuple[int, int], name: str, allow_paths: bool) -> np.ndarray:
-    """One input as 3 x H x W uint8, through `decode_png` like every file mnr reads."""
+def to_pixels(
+    item: Any, *, size: tuple[int, int], layout: FigureLayout | None, name: str, allow_paths: bool
+) -> np.ndarray:
+    """One input as C x H x W uint8, read with `layout` like every file mnr reads (`decode_png`)."""
+    decode = partial(decode_png, size=size, layout=layout)
     if isinstance(item, (bytes, bytearray, memoryview)):
-        return decode_png(bytes(item), size=size, name=name)
+        return decode(bytes(item), name=name)
     if isinstance(item, (list, tuple)):  # nested lists of pixel values, e.g. from JSON
         try:
             array = np.asarray(item)
@@ -93,23 +98,24 @@ def to_pixels(item: Any, *, size: tuple[int, int], name: str, allow_paths: bool)
             raise MnrError(f"{name}: a nested list must hold pixel values 0..255")
         item = array.astype(np.uint8)
     if isinstance(item, np.ndarray):
-        return _array_pixels(item, size=size, name=name)
+        rgb = _array_rgb(item, name=name)
+        return (layout or full_bleed(rgb.shape[1], rgb.shape[0])).extract(rgb, size=size, name=name)
     if isinstance(item, os.PathLike):
         if not allow_paths:
             raise MnrError(f"{name}: file paths are not accepted here; send the PNG base64-encoded")
-        return decode_png(item, size=size)
+        return decode(item)
     if isinstance(item, str):
         text = item.strip()
         if text.startswith("data:") and "," in text:  # a data URL: data:image/png;base64,....
             text = text.split(",", 1)[1]
         raw = _b64_png(text)
         if raw is not None:
-            return decode_png(raw, size=size, name=name)
+            return decode(raw, name=name)
         if not allow_paths:
             raise MnrError(f"{name}: not a base64-encoded PNG (file paths are not accepted here)")
         if not os.path.isfile(text):
             raise MnrError(f"{text}: no such file, and not a base64-encoded PNG either")
-        return decode_png(text, size=size)
+        return decode(text)
     raise MnrError(
         f"{name}: a {type(item).__name__} is not an image; give a path, PNG bytes, a base64 string or a uint8 array"
     )
@@ -126,11 +132,12 @@ def _b64_png(text: str) -> bytes | None:
         return None
 
 
-def _array_pixels(array: np.ndarray, *, size: tuple[int, int], name: str) -> np.ndarray:
-    """A uint8 H x W (x C) or C x H x W array at `size`; resized by the same code as a file."""
+def _array_rgb(array: np.ndarray, *, name: str) -> np.ndarray:
+    """A uint8 H x W (gray), H x W x 3 or 4, or C x H x W array as H x W x 3, as a PNG of it
+    would decode (gray expanded, alpha dropped)."""
     array = channels_last(array, name=name)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise MnrError(f"{name}: expected H x W x 3 or 3 x H x W uint8, got shape {array.shape}")
-    if array.ndim == 3 and array.shape[-1] == 3 and array.shape[:2] == tuple(size):
-        return np.ascontiguousarray(array.transpose(2, 0, 1))  # what decode_png would return
-    return decode_png(png_bytes(np.ascontiguousarray(array)), size=size, name=name)
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])

@@ -11,6 +11,7 @@ or a checkpoint file into a `Predictor`, unwrapping the MLflow pyfunc that `mnr 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -26,6 +27,8 @@ if TYPE_CHECKING:  # torch and pandas load lazily: `mnr --help` must stay fast
     import pandas as pd
     import torch
 
+    from mnr.data.layout import FigureLayout
+
 __all__ = [
     "CPU_BATCH_PIXELS",
     "GPU_BATCH_SIZE",
@@ -33,6 +36,7 @@ __all__ = [
     "load_predictor",
     "model_from_checkpoint",
     "prediction_frame",
+    "tta_shifts",
 ]
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -75,6 +79,7 @@ def model_from_checkpoint(
         name,
         num_classes=input_config.num_classes,
         input_size=input_config.input_size,
+        layout=input_config.layout,
         **(model_config.get("kwargs") or {}),
     )
     try:
@@ -89,94 +94,163 @@ def model_from_checkpoint(
 
 
 class Predictor:
-    """A trained model plus the preprocessing it was trained with (see the module docstring)."""
+    """Trained models plus the preprocessing they were trained with (see the module docstring).
+
+    A single model is an ensemble of one: `models` may hold several (the folds of a
+    cross-validation), which must read their input the same way (one input config); their
+    softmax probabilities are averaged. `tta` > 1 averages over that many circular shifts along
+    time as well (test-time augmentation), never along frequency, which would change the pitch.
+    """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        models: torch.nn.Module | Sequence[torch.nn.Module],
         *,
         device: torch.device | str | None = None,
         batch_size: int | None = None,
+        tta: int = 1,
     ) -> None:
         import torch
 
-        if getattr(model, "input_config", None) is None:
+        self.models = [models] if isinstance(models, torch.nn.Module) else list(models)
+        if not self.models:
+            raise MnrError("a predictor needs at least one model")
+        configs = [getattr(model, "input_config", None) for model in self.models]
+        if any(config is None for config in configs):
             raise MnrError("the model has no input_config; build it with mnr.models.create_model")
-        self.model = model.eval()
+        if any(config != configs[0] for config in configs[1:]):
+            raise MnrError(
+                "the models of an ensemble must read their input the same way (one input config)"
+            )
+        self.input_config = configs[0]
+        for model in self.models:
+            model.eval()
+        self.tta = _check_tta(tta)
         self._default_batch = batch_size is None
         self.batch_size = int(batch_size) if batch_size is not None else GPU_BATCH_SIZE
         self.to(torch.device(device) if device is not None else torch.device("cpu"))
 
     def to(self, device: torch.device) -> Predictor:
-        """Move the model; a batch size left to the default follows the device."""
+        """Move the models; a batch size left to the default follows the device."""
         self.device = device
-        self.model.to(device)
+        for model in self.models:
+            model.to(device)
         if self._default_batch:
             height, width = self.input_size
             cpu_batch = min(1024, max(16, CPU_BATCH_PIXELS // (height * width)))
             self.batch_size = cpu_batch if device.type == "cpu" else GPU_BATCH_SIZE
         return self
 
+    def with_options(self, *, batch_size: int | None = None, tta: int | None = None) -> Predictor:
+        """Set the inference batch size and the number of TTA shifts (None keeps each)."""
+        if batch_size is not None:
+            self.batch_size, self._default_batch = int(batch_size), False
+        if tta is not None:
+            self.tta = _check_tta(tta)
+        return self
+
     @classmethod
-    def from_checkpoint(
+    def from_checkpoints(
         cls,
-        source: str | os.PathLike | dict[str, Any],
+        sources: Sequence[str | os.PathLike | dict[str, Any]],
         *,
         device: torch.device | str | None = None,
         model_module: str | os.PathLike | None = None,
         batch_size: int | None = None,
+        tta: int = 1,
     ) -> Predictor:
-        """A predictor from a checkpoint file (loaded with weights_only=True) or its dict."""
+        """A predictor from checkpoint files (loaded with weights_only=True) or their dicts."""
         from mnr.checkpoint import load_checkpoint
 
-        state = source if isinstance(source, dict) else load_checkpoint(source)
-        return cls(
-            model_from_checkpoint(state, model_module=model_module),
-            device=device,
-            batch_size=batch_size,
-        )
+        states = [
+            source if isinstance(source, dict) else load_checkpoint(source) for source in sources
+        ]
+        models = [model_from_checkpoint(state, model_module=model_module) for state in states]
+        return cls(models, device=device, batch_size=batch_size, tta=tta)
 
     @property
     def input_size(self) -> tuple[int, int]:
         """(H, W) that every image is decoded to."""
-        height, width = self.model.input_config.input_size
+        height, width = self.input_config.input_size
         return int(height), int(width)
 
     @property
+    def layout(self) -> FigureLayout | None:
+        """How the models read an image (None: the whole image as RGB, a model from before layouts)."""
+        return self.input_config.layout
+
+    @property
     def num_classes(self) -> int:
-        return int(self.model.input_config.num_classes)
+        """Classes the models tell apart (88 piano keys)."""
+        return int(self.input_config.num_classes)
 
     def images(self, inputs: Any, *, allow_paths: bool = True) -> np.ndarray:
-        """Every input as one N x 3 x H x W uint8 array at the model's input size.
+        """Every input as one N x C x H x W uint8 array, read as the models read their input.
 
-        Raises `MnrError` naming the first input that is not a readable PNG. `allow_paths=False`
-        (a served request) refuses file paths, so that a client cannot make the server read files.
+        Raises `MnrError` naming the first input that is not a readable PNG or not drawn like
+        the models' layout. `allow_paths=False` (a served request) refuses file paths, so that a
+        client cannot make the server read files.
         """
         items = as_items(inputs)
         height, width = self.input_size
-        out = np.empty((len(items), 3, height, width), dtype=np.uint8)
+        out = np.empty((len(items), self.input_config.in_chans, height, width), dtype=np.uint8)
         for index, item in enumerate(items):
             out[index] = to_pixels(
-                item, size=(height, width), name=f"image {index}", allow_paths=allow_paths
+                item,
+                size=(height, width),
+                layout=self.layout,
+                name=f"image {index}",
+                allow_paths=allow_paths,
             )
         return out
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Softmax over the classes for uint8 N x 3 x H x W images, `batch_size` at a time."""
+        """Softmax over the classes for uint8 N x C x H x W images, averaged over the models
+        and the TTA shifts, `batch_size` images at a time."""
         import torch
 
         from mnr.engine import predict_logits
 
         if len(images) == 0:
             return np.zeros((0, self.num_classes), dtype=np.float32)
-        logits = predict_logits(self.model, images, batch_size=self.batch_size, device=self.device)
-        return torch.softmax(logits, dim=1).numpy()
+        batch = torch.from_numpy(np.ascontiguousarray(images))
+        total = torch.zeros((len(images), self.num_classes), dtype=torch.float32)
+        for shift in tta_shifts(self.tta, self.input_size[1]):
+            shifted = torch.roll(batch, shifts=shift, dims=3) if shift else batch  # time only
+            for model in self.models:
+                logits = predict_logits(
+                    model, shifted, batch_size=self.batch_size, device=self.device
+                )
+                total += torch.softmax(logits, dim=1)
+        return (total / (len(self.models) * self.tta)).numpy()
 
     def predict(self, inputs: Any, *, top_k: int = 3, allow_paths: bool = True) -> pd.DataFrame:
         """One row per input: label, midi, note, probability and the top-k columns."""
         return prediction_frame(
             self.probabilities(self.images(inputs, allow_paths=allow_paths)), top_k=top_k
         )
+
+
+TTA_SPAN = 0.1  # TTA shifts reach +-10 % of the width: training's augment.time_shift of the configs
+
+
+def tta_shifts(count: int, width: int) -> list[int]:
+    """`count` circular shifts along time, in columns, spread evenly over +-`TTA_SPAN` of the
+    width and always including 0 (the image as it is) when `count` is odd."""
+    if count <= 1:
+        return [0]
+    reach = max(1, round(TTA_SPAN * width))
+    return [int(round(v)) for v in np.linspace(-reach, reach, count)]
+
+
+def _check_tta(tta: Any) -> int:
+    try:
+        value = int(tta)
+    except (TypeError, ValueError):
+        raise MnrError(f"tta must be a whole number of shifts, got {tta!r}") from None
+    if not 1 <= value <= 32:
+        raise MnrError(f"tta must be between 1 (off) and 32, got {value}")
+    return value
 
 
 def prediction_frame(probabilities: np.ndarray, *, top_k: int = 3) -> pd.DataFrame:
@@ -242,7 +316,7 @@ def load_predictor(
     resolved = resolve_device(device) if device is not None else None
     checkpoint = _checkpoint_path(model_uri)
     if checkpoint is not None:
-        return Predictor.from_checkpoint(checkpoint, device=resolved, batch_size=batch_size)
+        return Predictor.from_checkpoints([checkpoint], device=resolved, batch_size=batch_size)
     from mnr.tracking.models import load_python_model
 
     python_model = load_python_model(model_uri)
@@ -252,8 +326,7 @@ def load_predictor(
             f"{model_uri} is not an mnr predictor; use the model that `mnr train` logs as "
             "'predictor' (runs:/RUN_ID/predictor, or a registered version of it)"
         )
-    if batch_size is not None:
-        predictor.batch_size, predictor._default_batch = int(batch_size), False
+    predictor.with_options(batch_size=batch_size)
     if resolved is not None:
         predictor.to(resolved)
     return predictor

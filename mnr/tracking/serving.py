@@ -2,14 +2,18 @@
 
 It is logged as code (MLflow's "models from code"): `log_predictor` passes *this file* as
 `python_model`, and MLflow runs it again wherever the model is loaded, where the last line hands
-a `PianoKeyModel` to `mlflow.models.set_model`. Nothing is pickled: the one artifact is a
-checkpoint of weights and config, read with `weights_only=True`, from which `load_context`
-rebuilds the network by name through the model registry (`mnr.predict.Predictor`). Loading
-therefore needs mnr installed (``--env-manager local``, or mnr in the serving image).
+a `PianoKeyModel` to `mlflow.models.set_model`. Nothing is pickled: the artifacts are
+weights-only checkpoints (one per model: a single run logs one, a cross-validation ensemble one
+per fold), read with `weights_only=True`, from which `load_context` rebuilds the networks by name
+through the model registry (`mnr.predict.Predictor`, which averages an ensemble's probabilities).
+The model config holds the number of test-time shifts (`tta`). Loading needs mnr installed
+(``--env-manager local``, or mnr in the serving image).
 
 Inputs are a DataFrame column ``image`` (file paths, PNG bytes, base64 strings of PNG bytes, or
 uint8 arrays); the answer has one row per image: label, midi, note, probability and the top-k
-columns, `top_k` being a parameter (default 3). A served request sends base64, for example::
+columns, `top_k` being a parameter (default 3), `tta` another (default: the logged setting).
+Every image is read with the models' figure layout, so a served model crops and reads back
+colours exactly as training did. A served request sends base64, for example::
 
     curl -s http://127.0.0.1:5000/invocations -H 'Content-Type: application/json' \\
       -d '{"dataframe_split": {"columns": ["image"], "data": [["'$(base64 -w0 note.png)'"]]},
@@ -49,8 +53,14 @@ class PianoKeyModel(PythonModel):
     def load_context(self, context: Any) -> None:
         from mnr.predict import Predictor
 
-        self.predictor = Predictor.from_checkpoint(
-            context.artifacts["checkpoint"], model_module=context.artifacts.get("model_module")
+        members = sorted(
+            (key for key in context.artifacts if key.startswith("checkpoint")),
+            key=lambda key: int(key.rpartition("_")[2] or 0) if key != "checkpoint" else 0,
+        )
+        self.predictor = Predictor.from_checkpoints(
+            [context.artifacts[key] for key in members],
+            model_module=context.artifacts.get("model_module"),
+            tta=int((context.model_config or {}).get("tta", 1)),
         )
 
     def predict(
@@ -65,16 +75,19 @@ class PianoKeyModel(PythonModel):
 
         from mnr.errors import MnrError
 
-        top_k = (params or {}).get("top_k", DEFAULT_TOP_K)
+        params = params or {}
+        top_k = params.get("top_k", DEFAULT_TOP_K)
         serving = os.environ.get(_SERVING_FLAG, "").lower() == "true"
         try:
+            if params.get("tta") is not None:
+                self.predictor.with_options(tta=params["tta"])
             return self.predictor.predict(model_input, top_k=top_k, allow_paths=not serving)
         except MnrError as exc:
             raise MlflowException.invalid_parameter_value(str(exc)) from None
 
 
-def predictor_signature(top_k: int = DEFAULT_TOP_K) -> Any:
-    """Input: a string column ``image``; output: the answer columns; param: ``top_k``."""
+def predictor_signature(top_k: int = DEFAULT_TOP_K, *, tta: int = 1) -> Any:
+    """Input: a string column ``image``; output: the answer columns; params ``top_k``, ``tta``."""
     from mlflow.models.signature import ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
@@ -93,25 +106,29 @@ def predictor_signature(top_k: int = DEFAULT_TOP_K) -> Any:
     return ModelSignature(
         inputs=Schema([ColSpec(DataType.string, "image")]),
         outputs=Schema(outputs),
-        params=ParamSchema([ParamSpec("top_k", DataType.long, top_k)]),
+        params=ParamSchema(
+            [ParamSpec("top_k", DataType.long, top_k), ParamSpec("tta", DataType.long, tta)]
+        ),
     )
 
 
 def log_predictor(
-    model: Any,
+    models: Any,
     *,
     config: dict[str, Any],
     run_id: str,
+    tta: int = 1,
     registered_name: str | None = None,
-) -> str:
-    """Log the predictor for `model` (its trained weights) to run `run_id`; return its URI.
+) -> Any:
+    """Log the predictor for `models` (one trained model, or an ensemble's) to run `run_id`.
 
-    The checkpoint artifact holds only what prediction needs (weights, model name, input config,
-    experiment config), not the optimizer state. A model from a user's ``.py`` file carries a
-    copy of that file, so the predictor loads on machines where the original path does not exist.
-    The input example is a base64 PNG, so MLflow's check of the example at logging time proves
-    the served request format works. Requirements are explicit: inferring them would import the
-    model in a subprocess and cost seconds.
+    Returns MLflow's `ModelInfo` (its `model_uri` and `model_id`). Each checkpoint artifact holds
+    only what prediction needs (weights, model name, input config, experiment config), not the
+    optimizer state. A model from a user's ``.py`` file carries a copy of that file, so the
+    predictor loads on machines where the original path does not exist. The input example is a
+    base64 PNG of the models' own layout, so MLflow's check of the example at logging time
+    proves the served request format works. Requirements are explicit: inferring them would
+    import the model in a subprocess and cost seconds.
     """
     import numpy as np
 
@@ -120,33 +137,35 @@ def log_predictor(
     from mnr.tracking.models import requirements
     from mnr.tracking.runs import fluent_run
 
-    height, width = model.input_config.input_size
-    state = model_state(model, config=config, run_id=run_id)
-    example = pd.DataFrame(
-        {
-            "image": [
-                base64.b64encode(png_bytes(np.zeros((height, width, 3), dtype=np.uint8))).decode()
-            ]
-        }
-    )
+    members = list(models) if isinstance(models, list | tuple) else [models]
+    input_config = members[0].input_config
+    if input_config.layout is not None:
+        blank = input_config.layout.blank_image()
+    else:
+        blank = np.zeros((*input_config.input_size, 3), dtype=np.uint8)
+    example = pd.DataFrame({"image": [base64.b64encode(png_bytes(blank)).decode()]})
     module = (config.get("model") or {}).get("module")
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = Path(tmp) / "checkpoint.pt"
-        save_checkpoint(state, checkpoint)
-        artifacts = {"checkpoint": str(checkpoint)}
+        artifacts = {}
+        for index, model in enumerate(members):
+            path = save_checkpoint(
+                model_state(model, config=config, run_id=run_id),
+                Path(tmp) / f"checkpoint_{index}.pt",
+            )
+            artifacts[f"checkpoint_{index}"] = str(path)
         if module and str(module).endswith(".py") and Path(module).expanduser().is_file():
             artifacts["model_module"] = str(Path(module).expanduser())
         with fluent_run(run_id):
-            info = mlflow.pyfunc.log_model(
+            return mlflow.pyfunc.log_model(
                 name=PREDICTOR_NAME,
                 python_model=str(Path(__file__).resolve()),
                 artifacts=artifacts,
-                signature=predictor_signature(),
+                model_config={"tta": int(tta), "members": len(members)},
+                signature=predictor_signature(tta=tta),
                 input_example=example,
                 pip_requirements=requirements(),
                 registered_model_name=registered_name,
             )
-    return info.model_uri
 
 
 mlflow.models.set_model(PianoKeyModel())

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from mnr.errors import MnrError
 
-__all__ = ["DEFAULT_CONFIG", "SynthConfig"]
+__all__ = ["DEFAULT_CONFIG", "STYLES", "SynthConfig"]
 
-# Anchor colours of matplotlib's perceptual maps (11 evenly spaced samples, as in bokeh's
-# palettes); a 256-entry lookup table is interpolated from them, so matplotlib is not needed.
-_ANCHORS = {
-    "magma": (
-        "000003", "140D35", "3B0F6F", "63197F", "8C2980", "B53679",
-        "DD4968", "F66E5B", "FD9F6C", "FDCD90", "FBFCBF",
-    ),
-    "viridis": (
-        "440154", "482374", "404387", "345E8D", "29788E", "208F8C",
-        "22A784", "42BE71", "79D151", "BADE27", "FDE724",
-    ),
-}  # fmt: skip
+STYLES = ("full", "specshow", "imshow")  # how a spectrogram is drawn; see `SynthConfig.for_style`
 
 
 @dataclass(frozen=True)
@@ -48,9 +39,14 @@ class SynthConfig:
         ref=np.max, top_db=80)`.
 
     Image:
-      width, height: 520 x 394 RGBA, the Kaggle images' size; bands are stretched to rows and
-        frames to columns (nearest neighbour, as an image renderer does).
-      colormap: "magma" (librosa's `specshow` default for dB data) or "viridis".
+      style: how the spectrogram is drawn (`mnr.data.synth.drawing`): "full", the whole image
+        is the plot (the built-in set); "specshow", a figure as `librosa.display.specshow`
+        draws it, with axes, Hz ticks on a mel axis and a dB colorbar; "imshow", a plain
+        matplotlib `imshow` of the matrix with pixel-index axes and no colorbar.
+        `for_style` gives each style the spectrogram settings its users typically have.
+      width, height: 520 x 394 RGBA, the Kaggle images' size.
+      colormap: any matplotlib colormap; "magma" is librosa's default for dB data, "viridis"
+        matplotlib's default.
       compress_level: PNG zlib level; 1 is about twice as fast to write as 6, files ~40% larger.
 
     Recording (each image draws its own values in these ranges):
@@ -69,6 +65,7 @@ class SynthConfig:
     fmax: float = 5000.0
     htk: bool = True
     top_db: float = 80.0
+    style: str = "full"
     width: int = 520
     height: int = 394
     colormap: str = "magma"
@@ -79,17 +76,53 @@ class SynthConfig:
     hum_probability: float = 0.15
 
     def __post_init__(self) -> None:
-        if self.colormap not in _ANCHORS:
-            raise MnrError(f"colormap {self.colormap!r} unknown: use one of {sorted(_ANCHORS)}")
-        if not 0 < self.fmin < self.fmax <= self.sample_rate / 2:
+        if self.style not in STYLES:
+            raise MnrError(f"style {self.style!r} unknown: use one of {', '.join(STYLES)}")
+        from mnr.data.colormaps import lut
+
+        lut(self.colormap)  # an unknown colormap fails here, naming some known ones
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
             raise MnrError(
-                f"need 0 < fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}, "
+                f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}, "
                 f"sample_rate={self.sample_rate}"
             )
         if self.n_fft < 16 or self.hop_length < 1 or self.n_mels < 1:
             raise MnrError("n_fft must be >= 16, hop_length and n_mels >= 1")
         if self.width < 1 or self.height < 1 or self.duration <= 0:
             raise MnrError("width, height and duration must be positive")
+
+    @classmethod
+    def for_style(cls, style: str, **overrides: Any) -> SynthConfig:
+        """A style with the spectrogram settings people who draw that way typically use.
+
+        - "full": the built-in set's own settings (see above).
+        - "specshow": librosa's defaults and the mel example of its docs, `melspectrogram(y,
+          sr=22050, n_fft=2048, hop_length=512, n_mels=128, fmax=8000)` (Slaney mel from 0 Hz)
+          drawn by `specshow(..., y_axis="mel", x_axis="time", fmax=8000)` in magma with a
+          `%+2.0f dB` colorbar.
+        - "imshow": librosa's defaults up to the Nyquist frequency (fmax 11025 Hz), drawn with
+          `plt.imshow(S_db, origin="lower", aspect="auto")` in matplotlib's default viridis.
+
+        `overrides` (colormap, fmin, fmax, htk, n_fft, hop_length, ...) win over the style's.
+        """
+        if style not in STYLES:
+            raise MnrError(f"style {style!r} unknown: use one of {', '.join(STYLES)}")
+        librosa_defaults = {"fmin": 0.0, "htk": False, "n_fft": 2048, "hop_length": 512}
+        styles: dict[str, dict[str, Any]] = {
+            "full": {},
+            "specshow": {**librosa_defaults, "fmax": 8000.0, "colormap": "magma"},
+            "imshow": {**librosa_defaults, "fmax": 11025.0, "colormap": "viridis"},
+        }
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise MnrError(f"unknown synth settings {sorted(unknown)}")
+        return cls(
+            **{
+                **styles[style],
+                "style": style,
+                **{k: v for k, v in overrides.items() if v is not None},
+            }
+        )
 
     @property
     def num_samples(self) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 from mnr.data.synth.config import DEFAULT_CONFIG, SynthConfig
 from mnr.errors import MnrError
 
-__all__ = ["mel_spectrogram_db"]
+__all__ = ["mel_edges", "mel_spectrogram_db"]
 
 
 def _hz_to_mel(f: np.ndarray, htk: bool) -> np.ndarray:
@@ -80,3 +80,15 @@ def mel_spectrogram_db(audio: np.ndarray, *, config: SynthConfig = DEFAULT_CONFI
     db = 10.0 * np.log10(np.maximum(mel, 1e-10))
     db -= db.max()
     return np.maximum(db, -config.top_db)
+
+
+def mel_edges(config: SynthConfig) -> np.ndarray:
+    """The band edges in Hz at which `librosa.display.specshow(y_axis="mel")` draws the bands:
+    `n_mels` frequencies evenly spaced in mel from fmin to fmax, each band reaching halfway to
+    its neighbours, the outer ones to fmin and fmax."""
+    lo, hi = _hz_to_mel(np.array([config.fmin, config.fmax]), config.htk)
+    centres = _mel_to_hz(np.linspace(lo, hi, config.n_mels), config.htk)
+    edges = np.empty(config.n_mels + 1)
+    edges[0], edges[-1] = config.fmin, config.fmax
+    edges[1:-1] = (centres[:-1] + centres[1:]) / 2.0
+    return edges
