@@ -198,7 +198,7 @@ class EngineRun:
         return {
             "seconds": seconds,
             "images_per_second": len(self.images) / seconds,
-            "train_acc": metrics["train_acc"],
+            "train_acc": metrics["train/acc"],
         }
 
 

@@ -1,4 +1,5 @@
-"""The engine's stock callbacks, named as Lightning names them: ModelCheckpoint, EarlyStopping.
+"""The engine's stock callbacks, named as Lightning names them: ModelCheckpoint, EarlyStopping,
+and the ProgressBar that shows epochs as they pass.
 
 Checkpoint files are written in the one format `mnr.checkpoint` defines.
 """
@@ -7,14 +8,16 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from mnr.checkpoint import save_checkpoint
 from mnr.engine import Callback, FitContext
 from mnr.errors import MnrError
 
-__all__ = ["EarlyStopping", "ModelCheckpoint"]
+__all__ = ["EarlyStopping", "ModelCheckpoint", "ProgressBar"]
 
 
 def _better(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
@@ -34,7 +37,7 @@ class ModelCheckpoint(Callback):
         self,
         dirpath: str | os.PathLike,
         *,
-        monitor: str = "val_acc",
+        monitor: str = "val/acc",
         mode: str = "max",
         save_last: bool = True,
         save_best: bool = True,
@@ -99,7 +102,7 @@ class EarlyStopping(Callback):
     def __init__(
         self,
         *,
-        monitor: str = "val_loss",
+        monitor: str = "val/loss",
         patience: int = 5,
         mode: str = "min",
         min_delta: float = 0.0,
@@ -130,3 +133,63 @@ class EarlyStopping(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.wait = state.get("best"), int(state.get("wait", 0))
+
+
+class ProgressBar(Callback):
+    """Epochs as they pass: a tqdm bar with the latest losses, accuracies and an ETA on a
+    terminal; one plain line per epoch elsewhere (log files, CI, `mlflow run`), where a bar's
+    carriage returns would make a mess. Only the main process reports.
+
+    `desc` names what is training (a model, a fold). Lines go to stderr, like tqdm's bars, so
+    that a command's own output (a table, a CSV path) stays clean on stdout.
+    """
+
+    def __init__(self, *, desc: str = "training", stream: TextIO | None = None) -> None:
+        self.desc = desc
+        self.stream = stream
+        self._bar: Any = None
+        self._started = 0.0
+
+    def _out(self) -> TextIO:
+        return self.stream or sys.stderr
+
+    def on_fit_start(self, ctx: FitContext) -> None:
+        if not ctx.is_main:
+            return
+        total = ctx.config.train.epochs
+        self._started = time.perf_counter()
+        if self._out().isatty():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=total, initial=ctx.epoch, desc=self.desc, unit="epoch", file=self._out()
+            )
+
+    def on_epoch_end(self, ctx: FitContext, metrics: dict[str, float]) -> None:
+        if not ctx.is_main:
+            return
+        shown = {name: metrics[key] for key, name in _SHOWN if key in metrics}
+        if self._bar is not None:
+            self._bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()}, refresh=False)
+            self._bar.update(1)
+            return
+        total = ctx.config.train.epochs
+        elapsed = time.perf_counter() - self._started
+        values = "  ".join(f"{name} {value:.4f}" for name, value in shown.items())
+        seconds = metrics.get("train/epoch_seconds", 0.0)
+        print(f"{self.desc}: epoch {ctx.epoch}/{total}  {values}  ({seconds:.1f} s, {elapsed:.0f} s so far)",
+              file=self._out(), flush=True)  # fmt: skip
+
+    def on_fit_end(self, ctx: FitContext, status: str) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# (metric, short name) shown per epoch, in this order
+_SHOWN = (
+    ("train/loss", "loss"),
+    ("train/acc", "acc"),
+    ("val/loss", "val_loss"),
+    ("val/acc", "val_acc"),
+)

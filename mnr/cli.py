@@ -53,12 +53,16 @@ def _convert(kind: type, name: str):
 
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(package_name="mnr")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show libraries' INFO logs and every warning.")
+def main(verbose: bool) -> None:
     """mnr: recognise which of the 88 piano keys sounds in a mel-spectrogram image.
 
     Train, tune, track (MLflow) and serve CNNs on data in the Kaggle "Music Scale Recognition"
     layout; with no --data, commands use the built-in synthetic dataset.
     """
+    from mnr.console import configure_console
+
+    configure_console(verbose=verbose)
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -208,53 +212,28 @@ def models_cmd(pattern: str | None, registered: bool, model_module: str | None) 
 
 
 # --------------------------------------------------------------------------------------- train
+_CONFIG_OPTIONS = (  # shared by train, tune and cv: which config, which data, and the overrides
+    click.option("--model", callback=_blank_is_none, default=None, help="Registered model name (default: baseline_cnn)."),
+    click.option("--config", "config_file", callback=_blank_is_none, default=None,
+                 help="Experiment YAML, or the name of a shipped one (default: experiments/MODEL.yaml)."),
+    click.option("--model-module", callback=_blank_is_none, default=None,
+                 help="A .py file or module whose @register_model models become available."),
+    click.option("--data", callback=_blank_is_none, default=None,
+                 help="Labelled folder or dataset root (default: the built-in dataset; builtin:specshow "
+                 "and builtin:imshow are the same notes drawn as figures)."),
+    click.option("--epochs", callback=_convert(int, "--epochs"), default=None, help="Epochs (default: the config's)."),
+    click.option("--seed", callback=_convert(int, "--seed"), default=None, help="Random seed."),
+    click.option("--experiment", callback=_blank_is_none, default=None, help="MLflow experiment name."),
+    click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                 help="Override any config key, e.g. -s optim.name=adamw -s train.augment.enabled=true."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines."),
+)  # fmt: skip
+
+
 def _config_options(f):
-    """Options shared by `train` and `tune`: the config file and the overrides."""
-    f = click.option(
-        "-s",
-        "--set",
-        "overrides",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Override any config key, e.g. -s optim.name=adamw -s train.augment.enabled=true.",
-    )(f)
-    f = click.option(
-        "--experiment", callback=_blank_is_none, default=None, help="MLflow experiment name."
-    )(f)
-    f = click.option("--seed", callback=_convert(int, "--seed"), default=None, help="Random seed.")(
-        f
-    )
-    f = click.option(
-        "--epochs",
-        callback=_convert(int, "--epochs"),
-        default=None,
-        help="Epochs (default: the config's).",
-    )(f)
-    f = click.option(
-        "--data",
-        callback=_blank_is_none,
-        default=None,
-        help="Labelled folder or dataset root (default: the built-in dataset).",
-    )(f)
-    f = click.option(
-        "--model-module",
-        callback=_blank_is_none,
-        default=None,
-        help="A .py file or module whose @register_model models become available.",
-    )(f)
-    f = click.option(
-        "--config",
-        "config_file",
-        callback=_blank_is_none,
-        default=None,
-        help="Experiment YAML (default: experiments/MODEL.yaml when it exists).",
-    )(f)
-    f = click.option(
-        "--model",
-        callback=_blank_is_none,
-        default=None,
-        help="Registered model name (default: baseline_cnn).",
-    )(f)
+    """Decorate a command with `_CONFIG_OPTIONS`, in the order they are listed."""
+    for option in reversed(_CONFIG_OPTIONS):
+        f = option(f)
     return f
 
 
@@ -301,6 +280,7 @@ def train_cmd(
     seed,
     experiment,
     overrides,
+    quiet,
     lr,
     batch_size,
     run_name,
@@ -335,7 +315,7 @@ def train_cmd(
         return
     try:
         with distributed_session():
-            result = run_training(config, resume=resume)
+            result = run_training(config, resume=resume, progress=not quiet)
     except KeyboardInterrupt:  # run_training has said how to resume, if there is anything to resume
         click.echo("mnr: interrupted", err=True)
         sys.exit(130)
@@ -344,7 +324,7 @@ def train_cmd(
     metrics = result.final_metrics
     shown = ", ".join(
         f"{k}={metrics[k]:.4f}"
-        for k in ("val_accuracy", "test_accuracy", "test_semitone_mae")
+        for k in ("val/accuracy", "test/accuracy", "test/semitone_mae")
         if k in metrics
     )
     click.echo(f"run {result.run_id} {result.status}: {shown}")
@@ -445,7 +425,7 @@ def predict_cmd(
 ) -> None:
     """Predict every PNG in INPUT_DIR and write the Kaggle submission (filename,label per image).
 
-    MODEL_URI is models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/predictor or a checkpoint
+    MODEL_URI is models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID (its predictor) or a checkpoint
     file (.pt). An unreadable image does not stop the others: it is listed here and in
     OUTPUT.errors.txt, every good row is written, and the exit status is 1.
     """
@@ -610,6 +590,7 @@ def tune_cmd(
     seed,
     experiment,
     overrides,
+    quiet,
     trials,
     timeout,
     study_name,
@@ -657,6 +638,7 @@ def tune_cmd(
             seed=config.train.seed,
             register=register,
             save_weights=save_weights,
+            progress=not quiet,
         )
     except KeyboardInterrupt:
         click.echo(

@@ -127,7 +127,7 @@ class EarlyStoppingConfig:
     """Stop when the monitored metric has not improved by min_delta for patience epochs."""
 
     enabled: bool = False
-    monitor: str = "val_loss"
+    monitor: str = "val/loss"
     patience: int = 5
     mode: Literal["min", "max"] = "min"
     min_delta: float = 0.0
@@ -147,7 +147,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA only; a no-op on CPU
     threads: int | None = None  # torch intra-op threads; None = one per core
     channels_last: bool = True
-    monitor: str = "val_acc"  # what "best" means, for checkpoints and pruning
+    monitor: str = "val/acc"  # what "best" means, for checkpoints and pruning
     monitor_mode: Literal["min", "max"] = "max"
     target: float | None = None  # stop as soon as the monitored metric reaches this value
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -163,6 +163,7 @@ class TrackingConfig:
     log_model: bool = True
     register: str | None = None  # register the final model under this name
     checkpoint_artifacts: bool = True  # upload the best checkpoint as an artifact
+    system_metrics: bool = True  # CPU, memory (and GPU) use as system/... metrics while training
 
 
 @dataclass
@@ -274,11 +275,16 @@ def to_yaml(config: Any) -> str:
 
 
 def flatten(data: dict[str, Any], *, prefix: str = "") -> dict[str, Any]:
-    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}, for MLflow params."""
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}, for MLflow params.
+
+    An empty mapping has no entries to flatten and is left out: a model without options logs no
+    `model.kwargs` param, rather than a `{}` that no other model has (and that MLflow's
+    comparison views would then pick as a varying parameter).
+    """
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             flat.update(flatten(value, prefix=f"{name}."))
         else:
             flat[name] = value

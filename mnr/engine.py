@@ -284,7 +284,7 @@ def train_one_epoch(
     criterion: nn.Module,
     scaler: torch.amp.GradScaler,
 ) -> dict[str, float]:
-    """One pass over the training tensors; returns train_loss and train_acc for the epoch."""
+    """One pass over the training tensors; returns train/loss and train/acc for the epoch."""
     model, optimizer, config = ctx.model, ctx.optimizer, ctx.config
     train_cfg = config.train
     mean, std = _input_norm(model)
@@ -350,8 +350,8 @@ def train_one_epoch(
             "The last good checkpoint is kept."
         )
     return {
-        "train_loss": loss_total / max(seen_total, 1),
-        "train_acc": correct_total / max(seen_total, 1),
+        "train/loss": loss_total / max(seen_total, 1),
+        "train/acc": correct_total / max(seen_total, 1),
     }
 
 
@@ -402,9 +402,9 @@ def evaluate(
     top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
     return (
         {
-            f"{prefix}_loss": loss,
-            f"{prefix}_acc": (logits.argmax(1) == labels).double().mean().item(),
-            f"{prefix}_top5": (top5 == labels.view(-1, 1)).any(1).double().mean().item(),
+            f"{prefix}/loss": loss,
+            f"{prefix}/acc": (logits.argmax(1) == labels).double().mean().item(),
+            f"{prefix}/top5": (top5 == labels.view(-1, 1)).any(1).double().mean().item(),
         },
         logits,
     )
@@ -496,10 +496,12 @@ def fit(
             ctx.epoch += 1
             elapsed = time.perf_counter() - started
             metrics.update(
-                lr=lr,
-                epoch_seconds=elapsed,
-                images_per_second=len(train_images) / max(train_seconds, 1e-9),
-                epoch=float(ctx.epoch),
+                {
+                    "train/lr": lr,
+                    "train/epoch_seconds": elapsed,
+                    "train/images_per_second": len(train_images) / max(train_seconds, 1e-9),
+                    "epoch": float(ctx.epoch),
+                }
             )
             ctx.history.append(metrics)
             if train_cfg.target is not None and _reached(

@@ -47,10 +47,22 @@ __all__ = [
     "format_per_class_table",
     "evaluate_predictions",
     "plot_confusion_matrix",
+    "format_per_octave_table",
+    "HEADLINE",
     "PER_CLASS_COLUMNS",
 ]
 
 PER_CLASS_COLUMNS = ("label", "note", "midi", "support", "correct", "accuracy")  # CSV header order
+# The scalar metrics worth a chart of their own; per-octave accuracies go to a table instead.
+HEADLINE = (
+    "accuracy",
+    "top3_accuracy",
+    "top5_accuracy",
+    "macro_f1",
+    "semitone_mae",
+    "within_one_key",
+    "octave_error_rate",
+)
 
 
 def _to_numpy(values: Any) -> np.ndarray:
@@ -263,6 +275,24 @@ def format_per_class_table(rows: Iterable[Mapping[str, Any]]) -> str:
             ) from None
         values[-1] = f"{float(values[-1]):.4f}"
         writer.writerow(values)
+    return buffer.getvalue()
+
+
+def format_per_octave_table(metrics: Mapping[str, float]) -> str:
+    """The ``accuracy_octave_<n>`` values of `evaluate_predictions` as CSV text: octave, its first
+    and last note, accuracy. What a run logs as a table rather than as nine separate metrics."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("octave", "from", "to", "accuracy"))
+    for key in sorted(
+        (k for k in metrics if k.startswith("accuracy_octave_")),
+        key=lambda k: int(k.rsplit("_", 1)[1]),
+    ):
+        octave = int(key.rsplit("_", 1)[1])
+        labels = [label for label in range(NUM_KEYS) if (label + MIDI_OFFSET) // 12 - 1 == octave]
+        writer.writerow(
+            (octave, label_to_name(labels[0]), label_to_name(labels[-1]), f"{metrics[key]:.4f}")
+        )
     return buffer.getvalue()
 
 

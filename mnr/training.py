@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from mnr import metrics as pitch_metrics
 from mnr import settings, tracking
-from mnr.callbacks import EarlyStopping, ModelCheckpoint
+from mnr.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig, from_dict
 from mnr.data import TrainingData, load_training_data
@@ -57,7 +57,7 @@ class TrainResult:
 
     @property
     def best_val_acc(self) -> float:
-        return max((h.get("val_acc", 0.0) for h in self.history), default=0.0)
+        return max((h.get("val/acc", 0.0) for h in self.history), default=0.0)
 
 
 def check_model(config: ExperimentConfig) -> None:
@@ -135,9 +135,9 @@ def _run_name(config: ExperimentConfig) -> str:
 
 
 def _callbacks(
-    config: ExperimentConfig, *, run_id: str | None, checkpoint_dir: Path | None
+    config: ExperimentConfig, *, run_id: str | None, checkpoint_dir: Path | None, progress: bool
 ) -> list[Callback]:
-    callbacks: list[Callback] = []
+    callbacks: list[Callback] = [ProgressBar(desc=config.model.name)] if progress else []
     stop = config.train.early_stopping
     if stop.enabled:
         callbacks.append(
@@ -170,7 +170,8 @@ def _final_evaluation(
     run_id: str | None,
     device: torch.device,
 ) -> dict[str, float]:
-    """Val and held-out test metrics of the best weights; the confusion matrix and per-class table."""
+    """Val and held-out test metrics of the best weights (`val/...`, `test/...`); the confusion
+    matrix and the per-class and per-octave tables of the last set, as artifacts."""
     results: dict[str, float] = {}
     sets = [("val", data.val_images, data.val_labels)]
     if data.test_images is not None and data.test_labels is not None:
@@ -186,7 +187,7 @@ def _final_evaluation(
         probs = torch.softmax(logits, 1).numpy()
         preds = probs.argmax(1)
         summary = pitch_metrics.evaluate_predictions(labels, preds, probs)
-        results.update({f"{name}_{key}": value for key, value in summary.items()})
+        results.update({f"{name}/{key}": value for key, value in summary.items()})
         if run_id is not None and name == sets[-1][0]:
             with tempfile.TemporaryDirectory() as tmp:
                 cm = pitch_metrics.confusion_matrix(labels, preds)
@@ -200,6 +201,11 @@ def _final_evaluation(
                     pitch_metrics.per_class_table(labels, preds)
                 )
                 tracking.log_text(run_id, table, "per_class_accuracy.csv")
+                tracking.log_text(
+                    run_id,
+                    pitch_metrics.format_per_octave_table(summary),
+                    "per_octave_accuracy.csv",
+                )
     return results
 
 
@@ -215,6 +221,7 @@ def run_training(
     save_checkpoints: bool = True,
     final_evaluation: bool = True,
     progress: bool = True,
+    source: str = "mnr train",
 ) -> TrainResult:
     """Train one model as configured and record it in MLflow (see module docstring).
 
@@ -248,6 +255,9 @@ def run_training(
             tags=_run_tags(config, data, resumed=state is not None, extra=extra_tags),
             parent_run_id=parent_run_id,
             run_id=run_id,
+            description=describe_run(config, data),
+            source=source,
+            system_metrics=config.tracking.system_metrics,
         )
         if track
         else contextlib.nullcontext(run_id)
@@ -279,6 +289,7 @@ def run_training(
                     checkpoint_dir=checkpoint_dir,
                     extra_callbacks=extra_callbacks,
                     final_evaluation=final_evaluation and is_main,
+                    progress=progress and is_main,
                 )
             except BaseException:
                 if track:
@@ -291,6 +302,35 @@ def run_training(
                 file=sys.stderr,
             )
         raise
+
+
+def describe_run(
+    config: ExperimentConfig, data: TrainingData, result: TrainResult | None = None
+) -> str:
+    """The run's description in the MLflow UI: model, data, epochs and, once known, the score."""
+    layout = data.layout
+    read = (
+        f"{layout.colormap} read back to one value channel" if layout.channels == "value" else "RGB"
+    )
+    text = (
+        f"{config.model.name} on {data.paths.train} ({len(data.train_labels):,} training and "
+        f"{len(data.val_labels):,} validation images; {read}), {config.optim.name} lr {config.optim.lr:g}, "
+        f"batch {config.train.batch_size}, {config.train.epochs} epochs"
+    )
+    if result is None:
+        return text + "."
+    metrics = result.final_metrics
+    scores = [
+        f"{key} {metrics[key]:.4f}"
+        for key in ("val/accuracy", "test/accuracy", "test/semitone_mae")
+        if key in metrics
+    ]
+    stopped = f" ({result.stop_reason})" if result.stop_reason else ""
+    return (
+        f"{text}; ran {len(result.history)}{stopped}: "
+        + (", ".join(scores) or "no evaluation")
+        + "."
+    )
 
 
 def _run_tags(
@@ -344,11 +384,12 @@ def _train(
     checkpoint_dir: Path | None,
     extra_callbacks: Sequence[Callback],
     final_evaluation: bool,
+    progress: bool,
 ) -> TrainResult:
     """Fit, reload the best weights, evaluate them and log the results to run `run_id` (if any)."""
-    callbacks = _callbacks(config, run_id=run_id, checkpoint_dir=checkpoint_dir) + list(
-        extra_callbacks
-    )
+    callbacks = _callbacks(
+        config, run_id=run_id, checkpoint_dir=checkpoint_dir, progress=progress
+    ) + list(extra_callbacks)
     device = resolve_device(config.train.device)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -377,17 +418,28 @@ def _train(
     if final_evaluation:
         result.final_metrics = _final_evaluation(model, data, config, run_id=run_id, device=device)
     if run_id is not None:
-        tracking.log_metrics(
-            run_id, {**result.final_metrics, "epochs_run": float(fitted.epochs)}, step=fitted.epochs
-        )
         if (
             checkpoint is not None
             and config.tracking.checkpoint_artifacts
             and checkpoint.best_path.is_file()
         ):
             tracking.log_artifact(run_id, checkpoint.best_path, artifact_path="checkpoints")
+        predictor_id = None
         if config.tracking.log_model:
-            result.model_uri = _log_model(model.cpu(), config, run_id=run_id)
+            predictor_id, result.model_uri = _log_model(model.cpu(), config, run_id=run_id)
+        headline = {
+            k: v
+            for k, v in result.final_metrics.items()
+            if k.split("/")[-1] in pitch_metrics.HEADLINE
+        }
+        # linked to the logged predictor too, so the Models tab shows them beside it
+        tracking.log_metrics(
+            run_id,
+            {**headline, "train/epochs_run": float(fitted.epochs)},
+            step=fitted.epochs,
+            model_id=predictor_id,
+        )
+        tracking.set_tags(run_id, {tracking.DESCRIPTION_TAG: describe_run(config, data, result)})
     return result
 
 
@@ -401,14 +453,13 @@ def _keep_last_checkpoint(run_id: str, checkpoint_dir: Path | None) -> None:
         pass  # the local file is still there; resume uses it first
 
 
-def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str) -> str:
+def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str) -> tuple[str, str]:
     """Log the final model: the image-taking pyfunc predictor, and the raw torch module.
 
-    `model` holds the best weights. The predictor (`mnr.tracking.serving`) is what
-    `model_registry.register_run` registers and what `mnr predict` and `mlflow models serve`
-    load; the raw module stays for
-    `mlflow.pytorch.load_model`, and its URI is returned. The predictor is logged first so that
-    the run's newest logged model is the raw module, as before.
+    `model` holds the best weights. Both are named after the architecture (`bn_cnn`, and
+    `bn_cnn-torch`). The predictor (`mnr.tracking.serving`) is what `model_registry.register_run`
+    registers and what `mnr predict` and `mlflow models serve` load; the raw module stays for
+    `mlflow.pytorch.load_model`. Returns the predictor's model id and the raw module's URI.
     """
     from mnr.config import to_dict
     from mnr.tracking import serving
@@ -417,7 +468,14 @@ def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str)
     # batch 1 would pin the exported batch size
     example = np.zeros((2, model.input_config.in_chans, height, width), dtype=np.float32)
     model.eval()
-    serving.log_predictor(
-        model, config=to_dict(config), run_id=run_id, registered_name=config.tracking.register
+    predictor = serving.log_predictor(
+        model,
+        config=to_dict(config),
+        run_id=run_id,
+        name=config.model.name,
+        registered_name=config.tracking.register,
     )
-    return tracking.log_pytorch_model(model, run_id=run_id, input_example=example)
+    torch_uri = tracking.log_pytorch_model(
+        model, run_id=run_id, input_example=example, name=f"{config.model.name}-torch"
+    )
+    return predictor.model_id, torch_uri

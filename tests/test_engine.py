@@ -85,10 +85,10 @@ def test_fit_calls_the_hooks_in_order_and_learns() -> None:
     result = fit(_model(), config=_config(), callbacks=[recorder], **_data())
     assert recorder.calls == ["start@0", "epoch1", "epoch2", "epoch3", "end:FINISHED"]
     assert result.status == "FINISHED" and result.epochs == 3 and result.stop_reason == ""
-    assert {"train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr"} <= set(
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/top5", "train/lr"} <= set(
         result.history[-1]
     )
-    assert result.history[-1]["val_acc"] > 0.9  # the task is easy: a broken loop cannot pass this
+    assert result.history[-1]["val/acc"] > 0.9  # the task is easy: a broken loop cannot pass this
 
 
 def test_a_callback_stops_early_and_says_why() -> None:
@@ -98,7 +98,7 @@ def test_a_callback_stops_early_and_says_why() -> None:
 
 def test_the_target_stops_the_fit() -> None:
     result = fit(_model(), config=_config("train.epochs=20", "train.target=0.5"), **_data())
-    assert result.epochs < 20 and result.stop_reason == "val_acc reached 0.5"
+    assert result.epochs < 20 and result.stop_reason == "val/acc reached 0.5"
 
 
 def test_an_interrupt_ends_with_killed_and_is_raised() -> None:
@@ -125,18 +125,18 @@ def test_resuming_from_a_checkpoint_dict_repeats_the_uninterrupted_run() -> None
     snapshot = Snapshot()
     fit(_model(), config=_config(), callbacks=[snapshot], **_data())
     resumed = fit(_model(), config=_config(), resume=snapshot.state, **_data())
-    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in straight.history]
+    assert [h["val/loss"] for h in resumed.history] == [h["val/loss"] for h in straight.history]
 
 
 # --------------------------------------------------------------------------------- callbacks
 def test_model_checkpoint_writes_last_every_epoch_and_best_on_improvement(tmp_path: Path) -> None:
     checkpoint = ModelCheckpoint(
-        tmp_path / "ckpt", monitor="val_loss", mode="min", extra={"run_id": "r1"}
+        tmp_path / "ckpt", monitor="val/loss", mode="min", extra={"run_id": "r1"}
     )
     result = fit(_model(), config=_config(), callbacks=[checkpoint], **_data())
     last, best = load_checkpoint(checkpoint.last_path), load_checkpoint(checkpoint.best_path)
     assert last["epoch"] == 3 and last["run_id"] == "r1" and last["format"] == "mnr-checkpoint-1"
-    losses = [h["val_loss"] for h in result.history]
+    losses = [h["val/loss"] for h in result.history]
     assert best["epoch"] == losses.index(min(losses)) + 1 == checkpoint.best_epoch
     assert checkpoint.state_dict() == {"best_value": min(losses), "best_epoch": best["epoch"]}
 
@@ -150,17 +150,17 @@ def test_model_checkpoint_refuses_an_unwritable_folder(tmp_path: Path) -> None:
 
 def test_early_stopping_waits_patience_epochs_without_improvement() -> None:
     # never "improves"
-    stopper = EarlyStopping(monitor="val_loss", patience=2, mode="min", min_delta=10.0)
+    stopper = EarlyStopping(monitor="val/loss", patience=2, mode="min", min_delta=10.0)
     result = fit(_model(), config=_config("train.epochs=10"), callbacks=[stopper], **_data())
     assert result.epochs == 3  # epoch 1 sets the best, epochs 2 and 3 fail to beat it by 10
     assert "did not improve for 2 epochs" in result.stop_reason
-    assert stopper.state_dict() == {"best": result.history[0]["val_loss"], "wait": 2}
+    assert stopper.state_dict() == {"best": result.history[0]["val/loss"], "wait": 2}
 
 
 def test_early_stopping_on_an_unknown_metric_names_the_known_ones() -> None:
-    with pytest.raises(MnrError, match="not a logged metric; choose one of .*val_acc"):
+    with pytest.raises(MnrError, match="not a logged metric; choose one of .*val/acc"):
         fit(
-            _model(), config=_config(), callbacks=[EarlyStopping(monitor="val_accuracy")], **_data()
+            _model(), config=_config(), callbacks=[EarlyStopping(monitor="val/accuracy")], **_data()
         )
 
 
@@ -208,9 +208,9 @@ def test_the_logger_sends_every_epoch_and_a_resume_fills_in_what_a_killed_proces
         result = fit(
             _model(), config=_config(), callbacks=[tracking.MlflowLogger(run_id)], **_data()
         )
-    history = tracking.client().get_metric_history(run_id, "val_loss")
+    history = tracking.client().get_metric_history(run_id, "val/loss")
     assert [(m.step, m.value) for m in history] == [
-        (i + 1, h["val_loss"]) for i, h in enumerate(result.history)
+        (i + 1, h["val/loss"]) for i, h in enumerate(result.history)
     ]
 
     with tracking.tracked_run(experiment="bridge") as fresh:  # as if epochs 1-3 were never flushed
@@ -219,4 +219,4 @@ def test_the_logger_sends_every_epoch_and_a_resume_fills_in_what_a_killed_proces
                          generator=torch.Generator(), callbacks=[logger], history=result.history, epoch=3)  # fmt: skip
         logger.on_fit_start(ctx)
     mlflow.flush_async_logging()
-    assert [m.step for m in tracking.client().get_metric_history(fresh, "val_acc")] == [1, 2, 3]
+    assert [m.step for m in tracking.client().get_metric_history(fresh, "val/acc")] == [1, 2, 3]

@@ -172,7 +172,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
     args = train_args(synth_root, *STATEFUL, epochs=epochs)
     victim = Mnr(args, cwd=isolated, name="killed")
     last, state = wait_for_epoch(isolated / "checkpoints", 1, victim)
-    time.sleep(min(state["history"][-1]["epoch_seconds"] / 2, 1.0))  # into the next epoch
+    time.sleep(min(state["history"][-1]["train/epoch_seconds"] / 2, 1.0))  # into the next epoch
     victim.proc.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
     run_id = last.parent.name
@@ -205,12 +205,12 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
         straight = run_training(config, progress=False)
     finally:
         torch.set_num_threads(threads)
-    for key in ("val_acc", "val_loss", "train_loss", "lr"):
+    for key in ("val/acc", "val/loss", "train/loss", "train/lr"):
         assert metric_by_step(run_id, key) == {
             i + 1: h[key] for i, h in enumerate(straight.history)
         }, key
     final = {k: v for k, v in run.data.metrics.items() if k in straight.final_metrics}
-    assert final == straight.final_metrics and "test_accuracy" in final
+    assert final == straight.final_metrics and "test/accuracy" in final
 
 
 @pytest.mark.slow
@@ -229,7 +229,7 @@ def test_interrupt_checkpoints_and_marks_the_run_killed(
     state = load_checkpoint(last)
     assert 1 <= state["epoch"] < 30 and state["run_id"] == run_id
     assert "checkpoints/last.pt" in {a.path for a in client().list_artifacts(run_id, "checkpoints")}
-    assert len(client().get_metric_history(run_id, "val_acc")) >= state["epoch"]
+    assert len(client().get_metric_history(run_id, "val/acc")) >= state["epoch"]
 
 
 # --------------------------------------------------------------------------------- full disk
@@ -263,7 +263,7 @@ def test_full_disk_mid_run_is_a_clear_error_and_keeps_what_was_logged(
     assert kept["epoch"] >= 1 and not list(last.parent.glob("*.tmp"))
     assert run.data.params["data.input_size"] == "[64, 64]"
     logged = set(
-        metric_by_step(run.info.run_id, "val_acc")
+        metric_by_step(run.info.run_id, "val/acc")
     )  # the failing epoch's metrics are logged too
     assert set(range(1, kept["epoch"] + 1)) <= logged <= set(range(1, kept["epoch"] + 2))
 
@@ -301,7 +301,7 @@ def test_checkpoint_folder_under_a_file_fails_before_training(
     assert f"checkpoint folder {blocker / 'checkpoints'}" in result.output
     assert "set MNR_CHECKPOINT_DIR to a writable folder" in result.output
     run = only_run()
-    assert run.info.status == "FAILED" and "val_acc" not in run.data.metrics
+    assert run.info.status == "FAILED" and "val/acc" not in run.data.metrics
     assert run.data.params["train.batch_size"] == "2"  # what was logged before stays
 
 
@@ -315,7 +315,7 @@ def test_unwritable_artifact_store_fails_before_training(synth_root: Path, isola
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
     assert "cannot store artifact config.yaml" in result.output and str(blocker) in result.output
     run = only_run("blocked")
-    assert run.info.status == "FAILED" and "val_acc" not in run.data.metrics
+    assert run.info.status == "FAILED" and "val/acc" not in run.data.metrics
     assert not (isolated / "checkpoints").exists()  # no training started
     assert run.data.params["model.name"] == "bn_cnn"
 
@@ -343,7 +343,7 @@ def test_divergence_later_in_a_run_names_epoch_and_step_and_keeps_the_last_good_
     state = load_checkpoint(last)  # still loadable, and from the last good epoch
     assert state["epoch"] == diverged_epoch - 1
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
-    assert sorted(metric_by_step(run.info.run_id, "val_loss")) == list(range(1, diverged_epoch))
+    assert sorted(metric_by_step(run.info.run_id, "val/loss")) == list(range(1, diverged_epoch))
     assert "checkpoints/last.pt" in {
         a.path for a in client().list_artifacts(run.info.run_id, "checkpoints")
     }
@@ -496,7 +496,10 @@ def test_sigkilled_tune_worker_leaves_a_failed_trial_and_rerunning_finishes_the_
     assert run.info.status == "FAILED" and run.data.tags["mnr.trial_state"] == "FAIL"
     parent = client().get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["trials_complete"] == 3 and parent.data.metrics["trials_fail"] == 1
+    assert (
+        parent.data.metrics["study/trials_complete"] == 3
+        and parent.data.metrics["study/trials_fail"] == 1
+    )
 
 
 @pytest.mark.slow
@@ -520,13 +523,13 @@ def test_logged_models_load_with_pickle_deserialization_disallowed(
         torch.set_num_threads(threads)
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     raw = mlflow.pytorch.load_model(result.model_uri)
-    assert tuple(raw(torch.zeros(2, 3, 32, 32)).shape) == (2, 88)
-    predictor = load_predictor(f"runs:/{result.run_id}/predictor", device="cpu")
+    assert tuple(raw(torch.zeros(2, 1, 32, 32)).shape) == (2, 88)  # one value channel
+    predictor = load_predictor(f"runs:/{result.run_id}", device="cpu")
     assert predictor.input_size == (32, 32)
-    flavor = mlflow.models.get_model_info(f"runs:/{result.run_id}/predictor").flavors[
+    flavor = mlflow.models.get_model_info(f"runs:/{result.run_id}/bn_cnn").flavors[
         "python_function"
     ]
     assert (
         flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
     )  # models from code, no cloudpickle
-    assert set(flavor["artifacts"]) == {"checkpoint"}
+    assert set(flavor["artifacts"]) == {"checkpoint_0"}

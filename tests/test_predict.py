@@ -275,7 +275,7 @@ def test_pyfunc_takes_paths_bytes_base64_and_arrays_alike(store: Trained) -> Non
 
 
 def test_pyfunc_rejects_what_is_not_an_image(store: Trained) -> None:
-    model = mlflow.pyfunc.load_model(f"runs:/{store.run_id}/predictor")
+    model = mlflow.pyfunc.load_model(f"runs:/{store.run_id}/bn_cnn")
     with pytest.raises(mlflow.exceptions.MlflowException, match="not a PNG"):
         model.predict(pd.DataFrame({"image": [b"GIF89a not a png"]}))
     with pytest.raises(mlflow.exceptions.MlflowException, match="no such file"):
@@ -296,10 +296,10 @@ def test_predictor_from_a_checkpoint_equals_the_registered_one(store: Trained) -
 
 
 def test_raw_torch_model_is_kept_and_is_not_a_predictor(store: Trained) -> None:
-    module = mlflow.pytorch.load_model(f"runs:/{store.run_id}/model")
+    module = mlflow.pytorch.load_model(f"runs:/{store.run_id}/bn_cnn-torch")
     assert tuple(module(torch.zeros(2, 1, 128, 16)).shape) == (2, 88)  # one value channel (magma)
     with pytest.raises(MnrError, match="not an mnr predictor"):
-        load_predictor(f"runs:/{store.run_id}/model")
+        load_predictor(f"runs:/{store.run_id}/bn_cnn-torch")
 
 
 def test_register_and_promote_move_the_alias(store: Trained) -> None:
@@ -327,7 +327,7 @@ def test_register_a_run_without_a_predictor_is_a_clear_error(store: Trained) -> 
     with tracking.tracked_run(experiment="empty-runs") as run_id:
         pass
     result = CliRunner().invoke(main, ["register", run_id, "--name", "nothing"])
-    assert result.exit_code == 2 and "logged no 'predictor'" in result.output
+    assert result.exit_code == 2 and "logged no predictor" in result.output
     result = CliRunner().invoke(main, ["register", "0" * 32, "--name", "nothing"])
     assert result.exit_code == 2 and "no MLflow run" in result.output
 
@@ -337,7 +337,7 @@ def test_models_registered_lists_versions_aliases_and_accuracy(store: Trained) -
     assert result.exit_code == 0, result.output
     header, row = result.output.strip().splitlines()[:2]
     assert header.split() == ["NAME", "VERSION", "ALIASES", "VAL_ACC", "RUN_ID"]
-    val_accuracy = tracking.client().get_run(store.run_id).data.metrics["val_accuracy"]
+    val_accuracy = tracking.client().get_run(store.run_id).data.metrics["val/accuracy"]
     assert row.split() == [NAME, "1", "champion", f"{val_accuracy:.4f}", store.run_id]
     rows = model_registry.list_registered(NAME)
     assert rows[0]["aliases"] == ["champion"] and rows[0]["val_accuracy"] == pytest.approx(
@@ -383,12 +383,16 @@ def test_evaluate_prints_and_logs_pitch_metrics(store: Trained, tmp_path: Path) 
     truth = dict(line.split() for line in store.test_truth.read_text().split("\n") if line.strip())
     expected = reference_labels(store.checkpoint, store.test_dir)
     accuracy = np.mean([expected[name] == int(label) for name, label in truth.items()])
-    assert metrics["accuracy"] == pytest.approx(accuracy)
+    assert metrics["eval/accuracy"] == pytest.approx(accuracy)
     for key in ("top3_accuracy", "macro_f1", "semitone_mae", "within_one_key", "octave_error_rate"):
-        assert key in metrics
-    assert any(key.startswith("accuracy_octave_") for key in metrics)
+        assert f"eval/{key}" in metrics
+    assert not any("accuracy_octave_" in key for key in metrics)  # per octave: a table artifact
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
-    assert {"confusion_matrix.png", "per_class_accuracy.csv"} <= artifacts
+    assert {
+        "confusion_matrix.png",
+        "per_class_accuracy.csv",
+        "per_octave_accuracy.csv",
+    } <= artifacts
     assert runs[0].data.tags["mnr.model_uri"] == f"models:/{NAME}@champion"
 
 

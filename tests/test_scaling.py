@@ -120,8 +120,8 @@ def test_train_tracks_everything_on_the_server(
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
     assert run.data.params["train.epochs"] == "2"
     assert run.data.params["data.input_size"] == "[32, 32]"
-    assert len(client.get_metric_history(run_id, "val_acc")) == 2
-    assert {"val_accuracy", "test_accuracy", "epochs_run"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(run_id, "val/acc")) == 2
+    assert {"val/accuracy", "test/accuracy", "train/epochs_run"} <= set(run.data.metrics)
 
     artifacts = {f.path for f in client.list_artifacts(run_id)}
     assert {
@@ -135,7 +135,10 @@ def test_train_tracks_everything_on_the_server(
     assert {"best.pt", "confusion_matrix.png", "config.yaml"} <= stored  # in the server's store
 
     logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    assert {m.name for m in logged if m.source_run_id == run_id} >= {"model", "predictor"}
+    assert {m.name for m in logged if m.source_run_id == run_id} >= {
+        "baseline_cnn-torch",
+        "baseline_cnn",
+    }
     (version,) = client.search_model_versions("name = 'scaling-piano'")
     assert version.run_id == run_id
 
@@ -323,16 +326,16 @@ def test_torchrun_two_processes_match_one_and_log_one_run(
     history = {
         name: {
             key: [m.value for m in client.get_metric_history(run.info.run_id, key)]
-            for key in ("val_loss", "val_acc")
+            for key in ("val/loss", "val/acc")
         }
         for name, run in runs.items()
     }
-    assert len(history["ddp"]["val_loss"]) == 3  # one value per epoch: only rank 0 logged
-    for one, two in zip(history["single"]["val_loss"], history["ddp"]["val_loss"], strict=True):
+    assert len(history["ddp"]["val/loss"]) == 3  # one value per epoch: only rank 0 logged
+    for one, two in zip(history["single"]["val/loss"], history["ddp"]["val/loss"], strict=True):
         assert math.isclose(one, two, abs_tol=LOSS_TOLERANCE), history
     single_acc, ddp_acc = (
-        runs["single"].data.metrics["val_accuracy"],
-        ddp_run.data.metrics["val_accuracy"],
+        runs["single"].data.metrics["val/accuracy"],
+        ddp_run.data.metrics["val/accuracy"],
     )
     assert abs(single_acc - ddp_acc) <= ACC_TOLERANCE, history
 

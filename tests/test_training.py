@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,17 +78,17 @@ def test_train_tracks_everything_in_one_run(synth_root: Path) -> None:
     assert run.data.tags["model"] == "bn_cnn" and len(run.data.tags["data.digest"]) == 16
     client = mlflow.MlflowClient()
     for key in (
-        "train_loss",
-        "train_acc",
-        "val_loss",
-        "val_acc",
-        "val_top5",
-        "lr",
-        "epoch_seconds",
-        "images_per_second",
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/top5",
+        "train/lr",
+        "train/epoch_seconds",
+        "train/images_per_second",
     ):
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [1, 2], key
-    assert "test_accuracy" in run.data.metrics and "test_semitone_mae" in run.data.metrics
+    assert "test/accuracy" in run.data.metrics and "test/semitone_mae" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {
         "config.yaml",
@@ -121,7 +122,7 @@ def test_same_seed_same_metrics(synth_root: Path) -> None:
         tiny_config(synth_root, "train.augment.enabled=true", "train.augment.time_shift=0.1"),
         progress=False,
     )
-    drop = ("epoch_seconds", "images_per_second")
+    drop = ("train/epoch_seconds", "train/images_per_second")
     assert [{k: v for k, v in h.items() if k not in drop} for h in first.history] == [
         {k: v for k, v in h.items() if k not in drop} for h in second.history
     ]
@@ -162,12 +163,12 @@ def test_interrupted_run_is_killed_and_resumes_to_identical_metrics(synth_root: 
     assert resumed.run_id == run_id and resumed.status == "FINISHED"
     assert client.get_run(run_id).info.status == "FINISHED"
     assert len(resumed.history) == 4
-    drop = ("epoch_seconds", "images_per_second")
+    drop = ("train/epoch_seconds", "train/images_per_second")
     for a, b in zip(straight.history, resumed.history, strict=True):
         assert {k: v for k, v in a.items() if k not in drop} == {
             k: v for k, v in b.items() if k not in drop
         }
-    assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [1, 2, 3, 4]
 
 
 def test_divergence_names_epoch_and_step_and_keeps_last_good_checkpoint(synth_root: Path) -> None:
@@ -184,7 +185,7 @@ def test_early_stopping_stops(synth_root: Path) -> None:
         synth_root,
         "train.early_stopping.enabled=true",
         "train.early_stopping.patience=1",
-        "train.early_stopping.monitor=val_loss",
+        "train.early_stopping.monitor=val/loss",
         "train.early_stopping.min_delta=1000",
         epochs=6,
     )
@@ -214,7 +215,7 @@ def test_cli_trains_every_variant(synth_root: Path, model: str) -> None:
     ]
     result = CliRunner().invoke(main, [*args, *cli_overrides(*TINY)])
     assert result.exit_code == 0, result.output
-    assert "FINISHED" in result.output and "test_accuracy=" in result.output
+    assert "FINISHED" in result.output and "test/accuracy=" in result.output
 
 
 def test_model_from_a_users_file(synth_root: Path, tmp_path: Path) -> None:
@@ -252,8 +253,12 @@ def test_unreachable_tracking_server_fails_before_training(
 
 
 @pytest.mark.slow
-def test_mlflow_run_project_end_to_end(synth_root: Path, isolated: Path) -> None:
-    """The README's `mlflow run . -P model=baseline_cnn` (with --env-manager local), on tiny data."""
+@pytest.mark.parametrize("env_manager", ["local", "uv"])
+def test_mlflow_run_project_end_to_end(synth_root: Path, isolated: Path, env_manager: str) -> None:
+    """The README's `mlflow run . -P model=baseline_cnn`, in the current environment (local) and
+    in one uv builds from conda.yaml's pip list (no conda needed), on tiny data."""
+    if env_manager == "uv" and shutil.which("uv") is None:
+        pytest.skip("uv is not installed (pip install -e '.[dev]' installs it)")
     command = [
         sys.executable,
         "-m",
@@ -261,7 +266,7 @@ def test_mlflow_run_project_end_to_end(synth_root: Path, isolated: Path) -> None
         "run",
         str(REPO),
         "--env-manager",
-        "local",
+        env_manager,
         "--experiment-name",
         "project",
         "-P",
@@ -271,7 +276,7 @@ def test_mlflow_run_project_end_to_end(synth_root: Path, isolated: Path) -> None
         "-P",
         f"data={synth_root}",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=isolated)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=isolated)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client = mlflow.MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("project").experiment_id])
@@ -283,15 +288,20 @@ def test_mlflow_run_project_end_to_end(synth_root: Path, isolated: Path) -> None
     )
     # the experiment config's, since -P lr was left out
     assert run.data.params["optim.lr"] == "0.005"
-    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"checkpoints", "confusion_matrix.png", "config.yaml"} <= artifacts
-    models = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id], output_format="list"
+    (torch_model,) = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string="tags.`mnr.kind` = 'torch'",
+        output_format="list",
     )
-    module = mlflow.pytorch.load_model(f"models:/{models[0].model_id}")
-    assert tuple(module(torch.zeros(2, 3, *DEFAULT_INPUT_SIZE)).shape) == (2, 88)
-    assert np.isfinite(run.data.metrics["test_accuracy"])
+    module = mlflow.pytorch.load_model(f"models:/{torch_model.model_id}")
+    assert tuple(module(torch.zeros(2, 1, *DEFAULT_INPUT_SIZE)).shape) == (
+        2,
+        88,
+    )  # one value channel
+    assert np.isfinite(run.data.metrics["test/accuracy"])
 
 
 def test_model_variants_carry_their_input_config() -> None:

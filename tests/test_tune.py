@@ -86,11 +86,11 @@ def test_trials_are_child_runs_of_one_study_run(synth_root: Path) -> None:
             and run.data.params["model.name"] == "baseline_cnn"
         )
         assert run.info.status == "FINISHED" and run.data.tags["mnr.trial_state"] == "COMPLETE"
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [1, 2]
         assert not client.list_artifacts(run.info.run_id, "checkpoints")  # no weights unless asked
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["best_value"] == pytest.approx(result.best_trial.value)
+    assert parent.data.metrics["study/best_value"] == pytest.approx(result.best_trial.value)
     assert parent.data.params["best.optim.lr"] == str(result.best_trial.params["optim.lr"])
     assert parent.data.tags["mnr.storage"] == str(Path("s1.journal").resolve())
     plots = {a.path for a in client.list_artifacts(result.parent_run_id, "plots")}
@@ -302,18 +302,18 @@ def test_pruning_callback_reports_each_epoch_and_prunes_at_once() -> None:
         should_prune=lambda: len(reported) >= 2,
         set_user_attr=lambda key, value: None,
     )
-    callback = PruningCallback(trial, "val_acc")
+    callback = PruningCallback(trial, "val/acc")
     config = SimpleNamespace(train=SimpleNamespace(epochs=3))
     ctx = SimpleNamespace(epoch=1, callbacks=[], config=config)
-    callback.on_epoch_end(ctx, {"val_acc": 0.5, "val_loss": 1.0})
+    callback.on_epoch_end(ctx, {"val/acc": 0.5, "val/loss": 1.0})
     ctx.epoch = 2
     with pytest.raises(optuna.TrialPruned, match="epoch 2"):
-        callback.on_epoch_end(ctx, {"val_acc": 0.25, "val_loss": 1.0})
+        callback.on_epoch_end(ctx, {"val/acc": 0.25, "val/loss": 1.0})
     ctx.epoch = 3
-    callback.on_epoch_end(ctx, {"val_acc": 0.2, "val_loss": 1.0})  # the last epoch completes
+    callback.on_epoch_end(ctx, {"val/acc": 0.2, "val/loss": 1.0})  # the last epoch completes
     assert reported == [(1, 0.5), (2, 0.25), (3, 0.2)]
-    with pytest.raises(MnrError, match="val_acc"):
-        PruningCallback(trial, "val_f1").on_epoch_end(ctx, {"val_acc": 0.5})
+    with pytest.raises(MnrError, match="val/acc"):
+        PruningCallback(trial, "val_f1").on_epoch_end(ctx, {"val/acc": 0.5})
 
 
 def test_seeded_sampler_draws_per_trial_number() -> None:

@@ -50,18 +50,18 @@ class Budget(Callback):
             {
                 "epoch": ctx.epoch,
                 "seconds": now,
-                "val_acc": metrics["val_acc"],
-                "epoch_seconds": metrics["epoch_seconds"],
-                "images_per_second": metrics["images_per_second"],
+                "val_acc": metrics["val/acc"],
+                "epoch_seconds": metrics["train/epoch_seconds"],
+                "images_per_second": metrics["train/images_per_second"],
             }
         )
-        if self.reached is None and metrics["val_acc"] >= self.target:
+        if self.reached is None and metrics["val/acc"] >= self.target:
             self.reached = {"epoch": ctx.epoch, "seconds": now}
         if ctx.should_stop:
             return
         if ctx.epoch >= self.max_epochs:
             ctx.should_stop, self.capped = True, f"epoch cap {self.max_epochs}"
-        elif now + metrics["epoch_seconds"] > self.max_seconds:
+        elif now + metrics["train/epoch_seconds"] > self.max_seconds:
             ctx.should_stop, self.capped = True, f"time cap {self.max_seconds:.0f} s"
 
 
@@ -130,9 +130,11 @@ def child_tta(spec: dict[str, Any]) -> dict[str, Any]:
         "capped": budget.capped,
         "epochs_run": len(result.history),
         "best_val_acc": result.best_val_acc,
-        "final_val_acc": result.history[-1]["val_acc"] if result.history else None,
-        "test_accuracy": result.final_metrics.get("test_accuracy"),
-        "train_images_per_second_median": median([h["images_per_second"] for h in result.history]),
+        "final_val_acc": result.history[-1]["val/acc"] if result.history else None,
+        "test_accuracy": result.final_metrics.get("test/accuracy"),
+        "train_images_per_second_median": median(
+            [h["train/images_per_second"] for h in result.history]
+        ),
         "epochs": budget.epochs,
         "total_seconds": time.perf_counter() - started,
         "memory": _memory(arrays, height=height, width=width, rss_growth=rss_after - rss_before),

@@ -171,7 +171,7 @@ def section_tracking(data: Any, *, pairs: int, epochs: int, limit: int | None) -
                 order = (False, True) if index % 2 == 0 else (True, False)
                 for tracked in order:
                     (on if tracked else off).append(run(tracked))
-        logged = tracking.client().get_metric_history(run_id, "val_acc")
+        logged = tracking.client().get_metric_history(run_id, "val/acc")
         result = _overhead_record(
             off,
             on,

@@ -7,8 +7,11 @@ small machine:
 
 - one BLAS/OpenMP thread per worker: the matrix products are small, and N workers with N
   threads each oversubscribe the cores (OpenBLAS's pool made synthesis several times slower on
-  two cores). The variables are read by each child's BLAS as it starts, which is why workers are
-  spawned rather than forked from a parent whose BLAS (and torch) is already running;
+  two cores). The variables are read by each child's BLAS as it starts, so work that multiplies
+  matrices (the generator) asks for spawned workers (`fresh=True`); decoding does none, and
+  uses the platform's default start method (fork on Linux), which starts faster and, unlike
+  spawn, does not need the caller's script to guard its top level with
+  ``if __name__ == "__main__":``;
 - glibc's malloc keeps freed memory in the worker's heap (`_init_worker`): each image allocates
   and frees a few MB of temporaries, and giving them back to the system after every image and
   faulting them in again cost a third of the time.
@@ -66,12 +69,14 @@ def process_map(
     workers: int | None = None,
     ordered: bool = True,
     chunksize: int | None = None,
+    fresh: bool = False,
 ) -> Iterator[Any]:
     """Yield `func(item)` for every item, in order (or as finished), in worker processes.
 
     `workers=None` means one per usable core; 1 (or a single item) runs in this process. `func`
     and the items must be picklable (module-level functions, `functools.partial` of them).
     `chunksize` items go to a worker at a time (default: about 8 chunks per worker, at most 16).
+    `fresh` spawns the workers (a new interpreter each, whose BLAS starts with one thread).
     """
     workers = max(1, min(int(workers or cpu_count()), len(items)))
     if workers == 1:  # one BLAS thread here too, so that the results match the workers' bit for bit
@@ -83,7 +88,8 @@ def process_map(
     saved = {name: os.environ.get(name) for name in _ONE_THREAD}
     os.environ.update(_ONE_THREAD)  # read by each child's BLAS as it starts
     try:
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+        context = multiprocessing.get_context("spawn" if fresh else None)
+        pool = context.Pool(workers, initializer=_init_worker)
     finally:
         for name, value in saved.items():
             if value is None:

@@ -149,6 +149,7 @@ def format_evaluation(evaluation: Evaluation) -> str:
 
 def log_evaluation(evaluation: Evaluation, *, experiment: str = "mnr") -> str:
     """Record an evaluation on a new MLflow run: metrics, the model URI, the confusion matrix."""
+    from mnr import metrics as pitch_metrics
     from mnr import tracking
 
     tracking.configure_tracking(check=True)
@@ -160,8 +161,22 @@ def log_evaluation(evaluation: Evaluation, *, experiment: str = "mnr") -> str:
             "mnr.model_uri": evaluation.model_uri,
             "mnr.data": str(evaluation.folder),
         },
+        description=(
+            f"{evaluation.model_uri} on {evaluation.folder} ({evaluation.count} images): "
+            f"accuracy {evaluation.metrics['accuracy']:.4f}, "
+            f"{evaluation.metrics['semitone_mae']:.3f} semitones mean error."
+        ),
+        source="mnr evaluate",
     ) as run_id:
-        tracking.log_metrics(run_id, {**evaluation.metrics, "images": float(evaluation.count)})
+        headline = {
+            f"eval/{k}": v for k, v in evaluation.metrics.items() if k in pitch_metrics.HEADLINE
+        }
+        tracking.log_metrics(run_id, {**headline, "eval/images": float(evaluation.count)})
+        tracking.log_text(
+            run_id,
+            pitch_metrics.format_per_octave_table(evaluation.metrics),
+            "per_octave_accuracy.csv",
+        )
         for path in (evaluation.confusion_matrix_path, evaluation.per_class_path):
             if path is not None:
                 tracking.log_artifact(run_id, path)

@@ -304,12 +304,12 @@ def load_predictor(
     model_uri: str, *, device: str | None = "auto", batch_size: int | None = None
 ) -> Predictor:
     """The predictor behind `model_uri`: ``models:/NAME@alias``, ``models:/NAME/VERSION``,
-    ``runs:/RUN_ID/predictor``, a local model folder, or a checkpoint file (``.pt``).
+    ``runs:/RUN_ID`` (that run's predictor), a local model folder, or a checkpoint file (``.pt``).
 
     A checkpoint is turned into a predictor in-process; anything else is loaded as the MLflow
     pyfunc that `mnr train` logged and unwrapped to the same `Predictor`. A model that does not
     exist, a store that does not answer, or a model that is not an mnr predictor (the raw torch
-    module logged as ``model``) is an `MnrError` saying what to do.
+    module, logged as ``MODEL-torch``) is an `MnrError` saying what to do.
     """
     from mnr.engine import resolve_device
 
@@ -323,8 +323,8 @@ def load_predictor(
     predictor = getattr(python_model, "predictor", None)
     if not isinstance(predictor, Predictor):
         raise MnrError(
-            f"{model_uri} is not an mnr predictor; use the model that `mnr train` logs as "
-            "'predictor' (runs:/RUN_ID/predictor, or a registered version of it)"
+            f"{model_uri} is not an mnr predictor; use the predictor that `mnr train` logs "
+            "(runs:/RUN_ID, or a registered version of it)"
         )
     predictor.with_options(batch_size=batch_size)
     if resolved is not None:

@@ -23,6 +23,7 @@ from mnr.tracking.recording import (
     log_text,
 )
 from mnr.tracking.runs import (
+    DESCRIPTION_TAG,
     PARENT_TAG,
     find_runs,
     fluent_run,
@@ -32,13 +33,15 @@ from mnr.tracking.runs import (
     set_tags,
     tracked_run,
 )
-from mnr.tracking.store import client, configure_tracking, experiment_id, tracking_uri
+from mnr.tracking.store import client, configure_tracking, database_url, experiment_id, tracking_uri
 
 __all__ = [
+    "DESCRIPTION_TAG",
     "PARENT_TAG",
     "MlflowLogger",
     "client",
     "configure_tracking",
+    "database_url",
     "experiment_id",
     "find_predictor",
     "find_runs",

@@ -26,7 +26,7 @@ from mnr.tracking.store import client, configure_tracking, tracking_uri
 
 __all__ = ["format_registered", "list_registered", "promote", "register_run"]
 
-_ACCURACY_METRICS = ("val_accuracy", "val_acc")  # final evaluation first, else the last epoch's
+_ACCURACY_METRICS = ("val/accuracy", "val/acc")  # final evaluation first, else the last epoch's
 
 
 def _client() -> Any:
@@ -100,7 +100,7 @@ def list_registered(pattern: str | None = None) -> list[dict[str, Any]]:
 
     `pattern` filters model names with shell wildcards (``piano*``), as `mnr models` does. Each
     row has name, version, aliases (list), run_id, val_accuracy (of the source run: its final
-    ``val_accuracy``, else its last ``val_acc``; None when unknown), status and created (ms).
+    ``val/accuracy``, else its last ``val/acc``; None when unknown), status and created (ms).
     """
     from mlflow.exceptions import MlflowException
 

@@ -31,7 +31,7 @@ def mlflow_error(exc: Exception) -> str:
     return message.strip().splitlines()[0] if message.strip() else type(exc).__name__
 
 
-def log_pytorch_model(model: Any, *, run_id: str, input_example: Any) -> str:
+def log_pytorch_model(model: Any, *, run_id: str, input_example: Any, name: str) -> str:
     """Log the raw torch module (loadable with `mlflow.pytorch.load_model`) to run `run_id`.
 
     MLflow's model logging only knows the fluent active run, so the run is entered here, in the
@@ -51,7 +51,8 @@ def log_pytorch_model(model: Any, *, run_id: str, input_example: Any) -> str:
     with fluent_run(run_id):
         info = mlflow.pytorch.log_model(
             model,
-            name="model",
+            name=name,
+            tags={"mnr.kind": "torch"},
             serialization_format="pt2",
             pip_requirements=requirements(),
             signature=signature,
@@ -74,8 +75,9 @@ def requirements() -> list[str]:
 
 
 def find_predictor(run_id: str) -> Any:
-    """The `LoggedModel` named ``predictor`` that run `run_id` logged (the newest, if several)."""
-    from mnr.tracking.serving import PREDICTOR_NAME
+    """The pyfunc predictor that run `run_id` logged (the newest, if several): the `LoggedModel`
+    tagged `mnr.kind=predictor` (or, from an mnr before that tag, named ``predictor``)."""
+    from mnr.tracking.serving import KIND_TAG, PREDICTOR
 
     configure_tracking(check=True)  # an unreachable server fails in seconds
     try:
@@ -84,17 +86,19 @@ def find_predictor(run_id: str) -> Any:
         raise MnrError(
             f"no MLflow run {run_id!r} in {tracking_uri()} ({mlflow_error(exc)})"
         ) from None
-    found = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id],
-        filter_string=f"name = '{PREDICTOR_NAME}' AND source_run_id = '{run_id}'",
-        output_format="list",
-    )
-    if not found:
-        raise MnrError(
-            f"run {run_id} logged no {PREDICTOR_NAME!r} model; train with tracking.log_model=true "
-            "(the default) to log one, then register it"
+    for condition in (f"tags.`{KIND_TAG}` = '{PREDICTOR}'", f"name = '{PREDICTOR}'"):
+        found = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"{condition} AND source_run_id = '{run_id}'",
+            order_by=[{"field_name": "creation_time", "ascending": False}],
+            output_format="list",
         )
-    return found[0]
+        if found:
+            return found[0]
+    raise MnrError(
+        f"run {run_id} logged no predictor; train with tracking.log_model=true "
+        "(the default) to log one, then register it"
+    )
 
 
 def load_python_model(model_uri: str) -> Any:
@@ -106,11 +110,13 @@ def load_python_model(model_uri: str) -> Any:
     if scheme in ("models", "runs"):
         configure_tracking(check=True)  # an unreachable server fails in seconds, not minutes
         if scheme == "runs" and len(model_uri.removeprefix("runs:/").strip("/").split("/")) == 1:
-            model_uri = model_uri.rstrip("/") + "/predictor"
+            model_uri = (
+                f"models:/{find_predictor(model_uri.removeprefix('runs:/').strip('/')).model_id}"
+            )
     elif scheme == "" and not Path(model_uri).expanduser().exists():
         raise MnrError(
             f"{model_uri!r} is neither a model URI (models:/NAME@alias, models:/NAME/VERSION, "
-            "runs:/RUN_ID/predictor) nor an existing checkpoint file or model folder"
+            "runs:/RUN_ID) nor an existing checkpoint file or model folder"
         )
     import mlflow.pyfunc
 
@@ -127,6 +133,6 @@ def load_python_model(model_uri: str) -> Any:
         return loaded.unwrap_python_model()
     except MlflowException:
         raise MnrError(
-            f"{model_uri} is not an mnr predictor (it has no Python model); use the model that "
-            "`mnr train` logs as 'predictor', e.g. runs:/RUN_ID/predictor"
+            f"{model_uri} is not an mnr predictor (it has no Python model); use the predictor that "
+            "`mnr train` logs, e.g. runs:/RUN_ID or a registered version of it"
         ) from None

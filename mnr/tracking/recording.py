@@ -114,11 +114,17 @@ class MlflowLogger(Callback):
             mlflow.flush_async_logging()
 
 
-def log_metrics(run_id: str, metrics: dict[str, float], *, step: int | None = None) -> None:
-    """Log a dict of metrics synchronously (final and test metrics)."""
+def log_metrics(
+    run_id: str, metrics: dict[str, float], *, step: int | None = None, model_id: str | None = None
+) -> None:
+    """Log a dict of metrics synchronously (final and test metrics); with `model_id` they are
+    linked to that logged model too (MLflow's Models tab shows them beside it)."""
     now = int(time.time() * 1000)
     client().log_batch(
-        run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        run_id,
+        metrics=[
+            Metric(k, float(v), now, step or 0, model_id=model_id) for k, v in metrics.items()
+        ],
     )
 
 

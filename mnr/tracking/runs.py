@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,6 +30,7 @@ from mnr.errors import MnrError
 from mnr.tracking.store import client, experiment_id, tracking_uri
 
 __all__ = [
+    "DESCRIPTION_TAG",
     "PARENT_TAG",
     "find_runs",
     "fluent_run",
@@ -40,6 +42,9 @@ __all__ = [
 ]
 
 PARENT_TAG = "mlflow.parentRunId"
+DESCRIPTION_TAG = "mlflow.note.content"  # the run's description, shown at the top of its page
+_SOURCE_TAGS = ("mlflow.source.name", "mlflow.source.type")  # the UI's "Source" column
+SYSTEM_METRICS_SECONDS = 5  # between system-metric samples: a 30 s run still gets a curve
 
 
 def git_commit() -> str | None:
@@ -71,7 +76,8 @@ def _create_run(
                 f"MLFLOW_RUN_ID={attached} is not a run in {tracking_uri()} ({exc})"
             ) from None
         for key, value in (tags or {}).items():
-            mlflow_client.set_tag(attached, key, value)
+            if key not in _SOURCE_TAGS:  # `mlflow run` named the project as the source already
+                mlflow_client.set_tag(attached, key, value)
         return attached
     all_tags = dict(tags or {})
     if parent_run_id is not None:
@@ -97,8 +103,15 @@ def tracked_run(
     tags: dict[str, str] | None = None,
     parent_run_id: str | None = None,
     run_id: str | None = None,
+    description: str | None = None,
+    source: str | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[str]:
     """A run for the block: created (or `run_id` reopened), then ended by how the block ends.
+
+    `description` is the text at the top of the run's page in the UI, `source` the command that
+    made it (the UI's Source column). `system_metrics` samples CPU, memory and (where pynvml
+    finds one) GPU use into `system/...` metrics while the block runs, with MLflow's own monitor.
 
     Yields the run id. The run ends FINISHED when the block returns, KILLED when it is
     interrupted (KeyboardInterrupt, which the CLI also raises on SIGTERM) and FAILED on any other
@@ -110,6 +123,11 @@ def tracked_run(
         with tracked_run(experiment="mnr", run_name="try-1") as run_id:
             log_metrics(run_id, {"val/acc": 0.9})
     """
+    tags = dict(tags or {})
+    if description is not None:
+        tags[DESCRIPTION_TAG] = description
+    if source is not None:
+        tags.update({"mlflow.source.name": source, "mlflow.source.type": "LOCAL"})
     run_id = (
         _reopen(run_id, tags)
         if run_id is not None
@@ -117,6 +135,7 @@ def tracked_run(
             experiment=experiment, run_name=run_name, tags=tags, parent_run_id=parent_run_id
         )
     )
+    monitor = _system_metrics(run_id) if system_metrics else None
     status = "FAILED"
     try:
         yield run_id
@@ -125,7 +144,23 @@ def tracked_run(
         status = "KILLED"
         raise
     finally:
+        if monitor is not None:
+            monitor.finish()
         _end_run(run_id, status)
+
+
+def _system_metrics(run_id: str) -> Any:
+    """MLflow's system-metrics monitor for a run, started (None, with a warning, without psutil)."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    except ImportError as exc:  # psutil missing
+        warnings.warn(f"system metrics are off: {exc}", stacklevel=3)
+        return None
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=tracking_uri()
+    )
+    monitor.start()
+    return monitor
 
 
 def _end_run(run_id: str, status: str) -> None:

@@ -36,13 +36,17 @@ from mlflow.pyfunc import PythonModel
 
 __all__ = [
     "DEFAULT_TOP_K",
-    "PREDICTOR_NAME",
+    "KIND_TAG",
+    "PREDICTOR",
     "PianoKeyModel",
     "log_predictor",
     "predictor_signature",
 ]
 
-PREDICTOR_NAME = "predictor"  # the logged model's name in its run, beside the raw torch "model"
+KIND_TAG, PREDICTOR = (
+    "mnr.kind",
+    "predictor",
+)  # the logged-model tag that marks the pyfunc predictor
 DEFAULT_TOP_K = 3
 _SERVING_FLAG = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"  # set by MLflow's scoring server
 
@@ -117,10 +121,15 @@ def log_predictor(
     *,
     config: dict[str, Any],
     run_id: str,
+    name: str,
     tta: int = 1,
     registered_name: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Any:
     """Log the predictor for `models` (one trained model, or an ensemble's) to run `run_id`.
+
+    `name` is what the MLflow UI shows (the architecture, e.g. `bn_cnn`); the logged model is
+    tagged `mnr.kind=predictor` (plus `tags`), which is how mnr finds it again.
 
     Returns MLflow's `ModelInfo` (its `model_uri` and `model_id`). Each checkpoint artifact holds
     only what prediction needs (weights, model name, input config, experiment config), not the
@@ -157,7 +166,8 @@ def log_predictor(
             artifacts["model_module"] = str(Path(module).expanduser())
         with fluent_run(run_id):
             return mlflow.pyfunc.log_model(
-                name=PREDICTOR_NAME,
+                name=name,
+                tags={KIND_TAG: PREDICTOR, **(tags or {})},
                 python_model=str(Path(__file__).resolve()),
                 artifacts=artifacts,
                 model_config={"tta": int(tta), "members": len(members)},

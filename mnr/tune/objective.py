@@ -33,14 +33,15 @@ from mnr.tune.runs import (
 )
 from mnr.tune.space import SearchParam, trial_config
 
-__all__ = ["Objective"]
+__all__ = ["Objective", "best_metric", "trial_name"]
 
 
 @dataclass(frozen=True)
 class Objective:
     """Train `config` with one trial's values for `epochs` epochs; return its best monitored value.
 
-    Each trial is a child run of `parent` named `<study_name>-<number>`, on the already decoded
+    Each trial is a child run of `parent` named by its number and values (`trial 007 lr=0.0194
+    batch_size=16`, so that the UI's run list tells trials apart), on the already decoded
     `data`, with a `PruningCallback`; `save_weights` keeps its checkpoints and logs its model.
     A trial the pruner stopped, or whose loss diverged, is PRUNED (its run KILLED); an interrupt
     fails the trial and KILLs its run; any other error fails both. `stop` is set on Ctrl-C, so
@@ -79,7 +80,7 @@ class Objective:
             self.config,
             params,
             epochs=self.epochs,
-            run_name=f"{self.study_name}-{trial.number}",
+            run_name=trial_name(trial.number, params),
             log_model=self.config.tracking.log_model and self.save_weights,
         )
         return run_training(
@@ -96,6 +97,7 @@ class Objective:
             save_checkpoints=self.save_weights,
             final_evaluation=False,
             progress=False,
+            source="mnr tune",
         )
 
     def _record(self, trial: optuna.Trial, pruning: PruningCallback, ending: _Ending) -> None:
@@ -119,7 +121,7 @@ class Objective:
         if result.run_id is not None:
             tracking.set_tags(result.run_id, {STATE_TAG: "COMPLETE"})
             tracking.log_metrics(
-                result.run_id, {f"best_{monitor}": value}, step=len(result.history)
+                result.run_id, {best_metric(monitor): value}, step=len(result.history)
             )
         return value
 
@@ -142,6 +144,23 @@ def _ending(exc: BaseException) -> _Ending | None:
     if isinstance(exc, Exception):
         return _Ending("FAIL", "FAILED", f"{type(exc).__name__}: {exc}")
     return None
+
+
+def trial_name(number: int, params: dict[str, Any]) -> str:
+    """`trial 007 lr=0.0194 batch_size=16`: the number first, then each value under its key's
+    last part (what the MLflow run list shows first)."""
+    shown = " ".join(f"{key.rsplit('.', 1)[-1]}={_short(value)}" for key, value in params.items())
+    return f"trial {number:03d} {shown}".rstrip()
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def best_metric(monitor: str) -> str:
+    """The name a trial's best monitored value is logged under: `val/acc` -> `val/best_acc`."""
+    prefix, _, name = monitor.rpartition("/")
+    return f"{prefix}/best_{name}" if prefix else f"best_{name}"
 
 
 def _best_of(history: list[dict[str, float]], monitor: str, mode: str) -> float:

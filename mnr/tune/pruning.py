@@ -27,7 +27,7 @@ class PruningCallback(Callback):
     """
 
     def __init__(
-        self, trial: optuna.Trial, monitor: str = "val_acc", *, stop: threading.Event | None = None
+        self, trial: optuna.Trial, monitor: str = "val/acc", *, stop: threading.Event | None = None
     ) -> None:
         self.trial = trial
         self.monitor = monitor

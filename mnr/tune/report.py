@@ -13,7 +13,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import optuna
@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mnr import tracking
 from mnr.tune.runs import RUN_ATTR
 
-__all__ = ["best_trial", "format_summary", "log_study", "progress_line"]
+__all__ = ["TrialProgress", "best_trial", "format_summary", "log_study"]
 
 
 def format_summary(study: optuna.Study) -> str:
@@ -92,21 +92,44 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return study.best_trial
 
 
-def progress_line(study: optuna.Study, trial: FrozenTrial) -> None:
-    """A study callback: one line on stderr per finished trial, with the best so far."""
-    value = f"{trial.value:.4f}" if trial.value is not None else "-"
-    params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-    seconds = trial.duration.total_seconds() if trial.duration else 0.0
-    reason = trial.user_attrs.get("prune_reason") or trial.user_attrs.get("fail_reason") or ""
-    best = best_trial(study)
-    best_text = f"; best #{best.number} {best.value:.4f}" if best is not None else ""
-    print(
-        f"trial {trial.number:>3} {trial.state.name:<8} {value:>7} {seconds:6.1f}s  {params}"
-        + (f"  ({reason[:80]})" if reason else "")
-        + best_text,
-        file=sys.stderr,
-        flush=True,
-    )
+class TrialProgress:
+    """A study callback that shows trials as they finish, with the best so far: a tqdm bar over
+    this process's trials on a terminal, one line per trial (state, value, time, params, why it
+    was pruned or failed) elsewhere."""
+
+    def __init__(self, *, total: int | None, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self._bar: Any = None
+        if self.stream.isatty():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc="trials", unit="trial", file=self.stream)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        best = best_trial(study)
+        if self._bar is not None:
+            postfix = {"last": f"{trial.state.name.lower()}"}
+            if best is not None:
+                postfix["best"] = f"#{best.number} {best.value:.4f}"
+            self._bar.set_postfix(postfix, refresh=False)
+            self._bar.update(1)
+            return
+        value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        reason = trial.user_attrs.get("prune_reason") or trial.user_attrs.get("fail_reason") or ""
+        best_text = f"; best #{best.number} {best.value:.4f}" if best is not None else ""
+        print(
+            f"trial {trial.number:>3} {trial.state.name:<8} {value:>7} {seconds:6.1f}s  {params}"
+            + (f"  ({reason[:80]})" if reason else "")
+            + best_text,
+            file=self.stream,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def log_study(
@@ -124,14 +147,14 @@ def log_study(
     }
     tracking.log_metrics(
         parent,
-        {f"trials_{state.name.lower()}": float(n) for state, n in counts.items()},
+        {f"study/trials_{state.name.lower()}": float(n) for state, n in counts.items()},
         step=len(trials),
     )
     tracking.set_tags(parent, {"mnr.monitor": monitor})
     if best is not None:
         tracking.log_metrics(
             parent,
-            {"best_value": float(best.value), "best_trial": float(best.number)},
+            {"study/best_value": float(best.value), "study/best_trial": float(best.number)},
             step=len(trials),
         )
         best_params = {f"best.{key}": value for key, value in best.params.items()}

@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from mnr import settings
+from mnr import settings, tracking
 from mnr.errors import MnrError
 from mnr.tune.runs import RetryStaleTrial
 
@@ -29,9 +29,12 @@ def make_storage(url: str | None, study_name: str) -> optuna.storages.BaseStorag
     too. Both are safe for several processes on one machine. A URL (sqlite:///..., postgresql://...)
     is an RDB with heartbeats every MNR_HEARTBEAT_SECONDS (60): a trial whose worker died is
     failed after twice that and retried up to 3 times as a new trial, which is what scaling out
-    over machines relies on.
+    over machines relies on. A bare postgresql:// URL gets the installed driver
+    (`tracking.database_url`).
     """
     journal = _journal_path(url, study_name)
+    if journal is None and url is not None:
+        url = tracking.database_url(url, option="--storage")
     try:
         if journal is not None:
             journal.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from mnr.data import TrainingData
 from mnr.errors import MnrError
 from mnr.training import TrainResult, load_data, run_training
 from mnr.tune.objective import Objective
-from mnr.tune.report import best_trial, log_study, progress_line
+from mnr.tune.report import TrialProgress, best_trial, log_study
 from mnr.tune.runs import (
     PARENT_ATTR,
     STUDY_TAG,
@@ -109,6 +109,12 @@ def tune(
         run_name=study_name,
         tags=parent_tags(config, study_name=study_name, storage_text=storage_text, space=space),
         run_id=found,
+        description=(
+            f"Optuna study {study_name} of {config.model.name} ({storage_text}): "
+            + "; ".join(p.describe() for p in space)
+            + f"; {tune_epochs} epochs per trial, each trial a child run."
+        ),
+        source="mnr tune",
     ) as parent:
         study.set_user_attr(PARENT_ATTR, parent)
         if not isinstance(optuna_storage, optuna.storages.RDBStorage):  # an RDB has heartbeats
@@ -218,7 +224,7 @@ def _run_study(
     `tracked_run` ends the parent run).
     """
     parent = objective.parent
-    callbacks = [progress_line] if progress else []
+    shown = TrialProgress(total=trials) if progress else None
     previous = _install_interrupts(objective.stop)
     registered: str | None = None
     try:
@@ -228,8 +234,10 @@ def _run_study(
             timeout=timeout,
             n_jobs=n_jobs,
             catch=(Exception,),
-            callbacks=callbacks,
+            callbacks=[shown] if shown is not None else [],
         )
+        if shown is not None:
+            shown.close()
         best = best_trial(study)
         log_study(study, parent, best=best, monitor=objective.config.train.monitor)
         if register is not None:

@@ -160,7 +160,7 @@ def generate_dataset(
         for split in splits:
             (partial / split).mkdir(parents=True)
         with tqdm(total=len(jobs), desc="synth", unit="img", disable=not progress) as bar:
-            for _ in process_map(_write_one, jobs, workers=workers, ordered=False):
+            for _ in process_map(_write_one, jobs, workers=workers, ordered=False, fresh=True):
                 bar.update()
         for split in splits:
             lines = "".join(f"{name} {label}\n" for name, label in sorted(truth[split]))

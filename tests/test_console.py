@@ -1,0 +1,159 @@
+"""What a user sees: progress, a quiet console, a store that starts safely, URLs as typed, and
+runs the MLflow UI can show well (descriptions, sections of metrics, named models)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import TINY, cli_overrides
+
+from mnr import tracking
+from mnr.config import resolve_config
+from mnr.errors import MnrError
+from mnr.training import run_training
+
+REPO = Path(__file__).resolve().parent.parent
+NOISE = (
+    "INFO mlflow",
+    "Creating initial MLflow database tables",
+    "Validating input example against model signature",
+    "Downloading artifacts",
+    "No complete tensor found in the group",
+    "UserWarning",
+    "Warning:",
+)
+
+
+def _mnr(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m mnr ARGS` in `cwd`, output not a terminal (as in a log file or CI)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnr", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_a_plain_run_shows_its_epochs_and_no_library_noise(
+    synth_root: Path, isolated: Path
+) -> None:
+    process = _mnr(
+        "train", "--model", "bn_cnn", "--data", str(synth_root), "--epochs", "2",
+        *cli_overrides(*TINY, "tracking.log_model=true"), cwd=isolated,
+    )  # fmt: skip
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, out + err
+    assert (
+        "bn_cnn: epoch 1/2  loss " in err and "bn_cnn: epoch 2/2  loss " in err
+    )  # one line an epoch
+    for noise in NOISE:
+        assert noise not in out + err, noise
+    assert "FINISHED: val/accuracy=" in out and "model: models:/" in out
+
+
+@pytest.mark.slow
+def test_four_processes_started_together_on_a_fresh_store_all_finish(
+    synth_root: Path, isolated: Path
+) -> None:
+    store = isolated / "fresh" / "mlflow.db"
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    processes = [
+        _mnr(
+            "train",
+            "--data",
+            str(synth_root),
+            "--epochs",
+            "1",
+            "--run-name",
+            f"together-{i}",
+            "--quiet",
+            *cli_overrides(*TINY),
+            cwd=isolated,
+            env=env,
+        )  # fmt: skip
+        for i in range(4)
+    ]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], outputs
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    runs = client.search_runs([client.get_experiment_by_name("mnr").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"together-{i}" for i in range(4)]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_bare_postgresql_url_gets_the_installed_driver_or_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    installed: set[str] = {"psycopg2"}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        "mnr.tracking.store.importlib.util.find_spec",
+        lambda name: (
+            object() if name in installed else (None if name.startswith("psycopg") else real(name))
+        ),
+    )
+    url = "postgresql://mnr:secret@db:5432/mlflow"
+    assert tracking.database_url(url) == "postgresql+psycopg2://mnr:secret@db:5432/mlflow"
+    installed.clear()
+    installed.add("psycopg")
+    assert tracking.database_url("postgres://h/db") == "postgresql+psycopg://h/db"
+    assert (
+        tracking.database_url("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
+    )  # as given
+    installed.clear()
+    with pytest.raises(
+        MnrError, match=r"--storage=postgresql://...: no PostgreSQL driver .*psycopg2-binary"
+    ):
+        tracking.database_url(url, option="--storage")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    with pytest.raises(MnrError, match="MLFLOW_TRACKING_URI=postgresql://"):
+        tracking.tracking_uri()
+
+
+def test_runs_carry_a_description_a_source_and_metrics_in_sections(
+    synth_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "mnr.tracking.runs.SYSTEM_METRICS_SECONDS", 0.5
+    )  # samples within a short run
+    config = resolve_config(
+        model="bn_cnn",
+        options={"data.path": str(synth_root), "train.epochs": 2, "train.batch_size": 8},
+        overrides=[*TINY, "tracking.log_model=true", "tracking.experiment=ui"],
+    )
+    result = run_training(config, progress=False)
+    run = mlflow.MlflowClient().get_run(result.run_id)
+    description = run.data.tags["mlflow.note.content"]
+    assert (
+        description.startswith("bn_cnn on ")
+        and "2 epochs" in description
+        and "test/accuracy" in description
+    )
+    assert run.data.tags["mlflow.source.name"] == "mnr train"
+    assert {key.split("/")[0] for key in run.data.metrics} <= {"train", "val", "test", "system"}
+    assert not any(
+        "accuracy_octave" in key for key in run.data.metrics
+    )  # per-octave detail is a table
+    assert {"per_octave_accuracy.csv", "per_class_accuracy.csv"} <= {
+        a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)
+    }
+    assert "model.kwargs.dropout" in run.data.params and "model.kwargs" not in run.data.params
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list"
+    )
+    named = {model.name: model for model in models}
+    assert set(named) == {"bn_cnn", "bn_cnn-torch"}  # named after the architecture
+    linked = {metric.key for metric in named["bn_cnn"].metrics or []}
+    assert {"test/accuracy", "val/accuracy"} <= linked  # the Models tab shows them beside it
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(
+        run.data.metrics
+    )
