@@ -11,8 +11,9 @@ from conftest import TINY
 from mnr.config import resolve_config
 from mnr.data import scan_folder
 from mnr.data.colormaps import KNOWN, ReadBack, fit
+from mnr.data.detection import detect_layout
 from mnr.data.images import decode_png, png_bytes
-from mnr.data.layout import FigureLayout, detect_layout
+from mnr.data.layout import FigureLayout
 from mnr.data.synth import SynthConfig, generate_dataset, mel_spectrogram_db, render_note
 from mnr.data.synth.drawing import _figure, plot_box, spectrogram_image
 from mnr.data.synth.mel import mel_edges
@@ -58,6 +59,11 @@ def test_the_plot_box_is_found_within_two_pixels_and_the_colormap_named(styled, 
     assert report.layout.colormap == config.colormap and report.layout.channels == "value"
     assert report.layout.image_size == (520, 394) and report.agreeing == report.sampled == 22
     assert report.layout.full_bleed == (style == "full")
+    # drawn without interpolation, every band is found (also librosa's narrower low bands)
+    if style == "imshow":
+        assert report.layout.bands is None
+    else:
+        assert len(report.layout.bands) == config.n_mels
 
 
 @pytest.mark.parametrize("colormap", [name for name in KNOWN if name != "magma"])

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from mnr import settings
+from mnr.data.detection import SAMPLE, LayoutReport, detect_layout
 from mnr.data.folder import ImageSet, raise_for_problems
 from mnr.data.images import decode_png
-from mnr.data.layout import SAMPLE, Channels, FigureLayout, LayoutReport, detect_layout
+from mnr.data.layout import Channels, FigureLayout
 from mnr.data.parallel import map_images
 from mnr.errors import MnrError
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from mnr.data.detection import LayoutReport, detect_layout
 from mnr.data.folder import ImageSet, Problem, scan_folder
 from mnr.data.images import ImageInfo, load_png
-from mnr.data.layout import Channels, FigureLayout, LayoutReport, detect_layout
+from mnr.data.layout import Channels, FigureLayout
 from mnr.data.parallel import map_images
 from mnr.errors import MnrError
 from mnr.labels import label_octave, label_to_name

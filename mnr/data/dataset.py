@@ -9,8 +9,9 @@ import numpy as np
 
 from mnr.data.builtin import DataPaths, resolve_data
 from mnr.data.cache import DecodedImages, cached_layout, load_images
+from mnr.data.detection import LayoutReport
 from mnr.data.folder import raise_for_problems, scan_folder
-from mnr.data.layout import Channels, FigureLayout, LayoutReport
+from mnr.data.layout import Channels, FigureLayout
 from mnr.data.split import stratified_split
 
 __all__ = ["TrainingData", "load_training_data"]

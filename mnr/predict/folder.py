@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from mnr.data.detection import check_folder_layout
 from mnr.data.folder import ImageSet, Problem, scan_folder
 from mnr.data.images import decode_png
-from mnr.data.layout import check_folder_layout
 from mnr.errors import MnrError
 from mnr.predict.predictor import Predictor, prediction_frame
 

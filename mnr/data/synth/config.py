@@ -8,9 +8,13 @@ from typing import Any
 
 from mnr.errors import MnrError
 
-__all__ = ["DEFAULT_CONFIG", "STYLES", "SynthConfig"]
+__all__ = ["DEFAULT_CONFIG", "LIBROSA_DEFAULTS", "STYLES", "SynthConfig"]
 
 STYLES = ("full", "specshow", "imshow")  # how a spectrogram is drawn; see `SynthConfig.for_style`
+# librosa's defaults and the mel example of its docs: melspectrogram(y, sr=22050, n_fft=2048,
+# hop_length=512, n_mels=128, fmax=8000), Slaney's mel from 0 Hz. A wider, coarser spectrogram
+# than the built-in one: its lowest bands are 23 Hz apart and its window is half as long.
+LIBROSA_DEFAULTS = {"fmin": 0.0, "fmax": 8000.0, "htk": False, "n_fft": 2048, "hop_length": 512}
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class SynthConfig:
         is the plot (the built-in set); "specshow", a figure as `librosa.display.specshow`
         draws it, with axes, Hz ticks on a mel axis and a dB colorbar; "imshow", a plain
         matplotlib `imshow` of the matrix with pixel-index axes and no colorbar.
-        `for_style` gives each style the spectrogram settings its users typically have.
+        `for_style` gives each style its usual colormap.
       width, height: 520 x 394 RGBA, the Kaggle images' size.
       colormap: any matplotlib colormap; "magma" is librosa's default for dB data, "viridis"
         matplotlib's default.
@@ -93,36 +97,26 @@ class SynthConfig:
 
     @classmethod
     def for_style(cls, style: str, **overrides: Any) -> SynthConfig:
-        """A style with the spectrogram settings people who draw that way typically use.
+        """The built-in notes drawn in `style`, each in the colormap its users get by default.
 
-        - "full": the built-in set's own settings (see above).
-        - "specshow": librosa's defaults and the mel example of its docs, `melspectrogram(y,
-          sr=22050, n_fft=2048, hop_length=512, n_mels=128, fmax=8000)` (Slaney mel from 0 Hz)
-          drawn by `specshow(..., y_axis="mel", x_axis="time", fmax=8000)` in magma with a
-          `%+2.0f dB` colorbar.
-        - "imshow": librosa's defaults up to the Nyquist frequency (fmax 11025 Hz), drawn with
-          `plt.imshow(S_db, origin="lower", aspect="auto")` in matplotlib's default viridis.
+        - "full": the built-in set (magma, the whole image).
+        - "specshow": `librosa.display.specshow(S_db, x_axis="time", y_axis="mel")` in magma,
+          librosa's default for dB data, with a `%+2.0f dB` colorbar.
+        - "imshow": `plt.imshow(S_db, origin="lower", aspect="auto")` in viridis, matplotlib's
+          default.
 
-        `overrides` (colormap, fmin, fmax, htk, n_fft, hop_length, ...) win over the style's.
+        The spectrogram itself (mel scale, range, FFT) is the built-in set's in every style, so
+        that styles differ in how they draw, not in what they show; `overrides` (colormap, fmin,
+        fmax, htk, n_fft, hop_length, ...) change it, e.g. to `LIBROSA_DEFAULTS`.
         """
         if style not in STYLES:
             raise MnrError(f"style {style!r} unknown: use one of {', '.join(STYLES)}")
-        librosa_defaults = {"fmin": 0.0, "htk": False, "n_fft": 2048, "hop_length": 512}
-        styles: dict[str, dict[str, Any]] = {
-            "full": {},
-            "specshow": {**librosa_defaults, "fmax": 8000.0, "colormap": "magma"},
-            "imshow": {**librosa_defaults, "fmax": 11025.0, "colormap": "viridis"},
-        }
+        colormaps = {"full": "magma", "specshow": "magma", "imshow": "viridis"}
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise MnrError(f"unknown synth settings {sorted(unknown)}")
-        return cls(
-            **{
-                **styles[style],
-                "style": style,
-                **{k: v for k, v in overrides.items() if v is not None},
-            }
-        )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{"colormap": colormaps[style], "style": style, **given})
 
     @property
     def num_samples(self) -> int:
