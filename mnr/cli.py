@@ -361,6 +361,13 @@ def promote_cmd(name: str, version: int, alias: str) -> None:
 def _predict_options(f):
     """Options shared by `predict` and `evaluate`: how the model runs."""
     f = click.option(
+        "--tta",
+        type=click.IntRange(1, 32),
+        default=None,
+        help="Test-time augmentation: average over N shifts along time (never frequency); "
+        "default: the setting logged with the model (1, off, unless cross-validation set it).",
+    )(f)
+    f = click.option(
         "--device",
         type=click.Choice(["auto", "cpu", "cuda", "mps"]),
         default="auto",
@@ -419,6 +426,7 @@ def predict_cmd(
     id_column: str,
     label_column: str,
     strip_extension: bool,
+    tta: int | None,
     batch_size: int | None,
     workers: int | None,
     device: str,
@@ -438,7 +446,7 @@ def predict_cmd(
     )
 
     images = list_images(input_dir)  # a wrong folder fails before the model loads
-    predictor = load_predictor(model_uri, device=device, batch_size=batch_size)
+    predictor = load_predictor(model_uri, device=device, batch_size=batch_size, tta=tta)
     result = predict_folder(predictor, images, workers=workers)
     write_predictions(
         result,
@@ -489,6 +497,7 @@ def evaluate_cmd(
     output_dir: Path,
     log_run: bool,
     experiment: str,
+    tta: int | None,
     batch_size: int | None,
     workers: int | None,
     device: str,
@@ -507,13 +516,90 @@ def evaluate_cmd(
         from mnr import tracking
 
         tracking.configure_tracking(check=True)  # fail before the work, not after it
-    predictor = load_predictor(model_uri, device=device, batch_size=batch_size)
+    predictor = load_predictor(model_uri, device=device, batch_size=batch_size, tta=tta)
     evaluation = evaluate_folder(
         predictor, images, model_uri=model_uri, output_dir=output_dir, workers=workers
     )
     if log_run:
         log_evaluation(evaluation, experiment=experiment)
     click.echo(format_evaluation(evaluation))
+
+
+# ------------------------------------------------------------------------------------------ cv
+@main.command("cv")
+@_config_options
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="Stratified folds (K).",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Repeat the K folds with other seeds (split and training), for the score's spread.",
+)
+@click.option(
+    "--register",
+    callback=_blank_is_none,
+    default=None,
+    metavar="NAME",
+    help="Register the folds' ensemble (one model, probabilities averaged) as NAME.",
+)
+@click.option(
+    "--tta",
+    type=click.IntRange(1, 32),
+    default=1,
+    show_default=True,
+    help="Time shifts the ensemble averages over when it predicts (stored with it).",
+)
+def cv_cmd(model, config_file, model_module, data, epochs, seed, experiment, overrides, quiet, folds, repeats,
+           register, tta) -> None:  # fmt: skip
+    """K-fold cross-validation: one child run per fold, out-of-fold predictions, the ensemble.
+
+    Re-running the same command continues it: finished folds are kept, a killed one resumes
+    from its checkpoint, nothing is trained twice.
+    """
+    from mnr.config import resolve_config
+    from mnr.cv import cross_validate
+
+    _interrupts_as_keyboard()
+    config = resolve_config(
+        model=model or (None if config_file else "baseline_cnn"),
+        config=config_file,
+        options={
+            "model.module": model_module, "data.path": data, "train.epochs": epochs, "train.seed": seed,
+            "tracking.experiment": experiment,
+        },
+        overrides=overrides,
+    )  # fmt: skip
+    try:
+        result = cross_validate(
+            config, folds=folds, repeats=repeats, register=register, tta=tta, progress=not quiet
+        )
+    except KeyboardInterrupt:
+        click.echo(
+            "mnr: interrupted; finished folds are kept. Run the same command again to continue.",
+            err=True,
+        )
+        sys.exit(130)
+    summary = result.summary
+    click.echo(
+        f"{len(result.folds)} folds: val accuracy {summary['cv/accuracy_mean']:.4f} +- {summary['cv/accuracy_std']:.4f}, "
+        f"semitone error {summary['cv/semitone_mae_mean']:.4f}; out-of-fold accuracy {summary['cv/oof_accuracy']:.4f}"
+    )
+    if result.test_metrics:
+        click.echo(
+            f"ensemble on the test split: accuracy {result.test_metrics['test/accuracy']:.4f}, semitone error "
+            f"{result.test_metrics['test/semitone_mae']:.4f} (folds alone: {result.test_metrics['test/fold_accuracy_mean']:.4f})"
+        )
+    click.echo(f"MLflow parent run: {result.parent_run_id}")
+    if result.registered_version is not None:
+        click.echo(f"registered {register} version {result.registered_version.version}: models:/{register}/"
+                   f"{result.registered_version.version}")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------- tune

@@ -54,6 +54,7 @@ class TrainResult:
     checkpoint_dir: Path | None = None
     model_uri: str | None = None
     stop_reason: str = ""  # why training stopped before train.epochs, if it did
+    model: torch.nn.Module | None = None  # the best weights (on the CPU), for callers that go on
 
     @property
     def best_val_acc(self) -> float:
@@ -415,6 +416,7 @@ def _train(
     if checkpoint is not None and checkpoint.best_path.is_file():
         model.load_state_dict(load_checkpoint(checkpoint.best_path)["model"])
     model = model.to(device)
+    result.model = model
     if final_evaluation:
         result.final_metrics = _final_evaluation(model, data, config, run_id=run_id, device=device)
     if run_id is not None:

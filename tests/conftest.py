@@ -76,3 +76,33 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root, per_class=8, test_per_class=3, seed=1, labels=[5, 44, 80], workers=2, progress=False
     )
     return root
+
+
+STYLED_LABELS = list(range(0, 88, 8))  # 11 keys over the whole keyboard
+
+
+@pytest.fixture(scope="session")
+def styled(tmp_path_factory: pytest.TempPathFactory):
+    """style -> a dataset root of 22 training and 11 test images drawn in that style."""
+    made: dict[str, Path] = {}
+
+    from mnr.data.synth import SynthConfig, generate_dataset
+
+    def make(style: str, **options) -> Path:
+        key = style + repr(sorted(options.items()))
+        if key not in made:
+            root = tmp_path_factory.mktemp(f"style-{style}") / "data"
+            config = SynthConfig.for_style(style, **options)
+            generate_dataset(
+                root,
+                per_class=2,
+                test_per_class=1,
+                labels=STYLED_LABELS,
+                config=config,
+                workers=2,
+                progress=False,
+            )
+            made[key] = root
+        return made[key]
+
+    return make

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import STYLED_LABELS, TINY
 
 from mnr.config import resolve_config
 from mnr.data import scan_folder
@@ -14,7 +14,7 @@ from mnr.data.colormaps import KNOWN, ReadBack, fit
 from mnr.data.detection import detect_layout
 from mnr.data.images import decode_png, png_bytes
 from mnr.data.layout import FigureLayout
-from mnr.data.synth import SynthConfig, generate_dataset, mel_spectrogram_db, render_note
+from mnr.data.synth import SynthConfig, mel_spectrogram_db, render_note
 from mnr.data.synth.drawing import _figure, plot_box, spectrogram_image
 from mnr.data.synth.mel import mel_edges
 from mnr.errors import MnrError
@@ -22,32 +22,7 @@ from mnr.predict import Predictor, predict_folder
 from mnr.training import run_training
 
 STYLES = ("full", "specshow", "imshow")
-LABELS = list(range(0, 88, 8))  # 11 keys over the whole keyboard
-
-
-@pytest.fixture(scope="session")
-def styled(tmp_path_factory: pytest.TempPathFactory):
-    """style -> a dataset root of 22 training and 11 test images drawn in that style."""
-    made: dict[str, Path] = {}
-
-    def make(style: str, **options) -> Path:
-        key = style + repr(sorted(options.items()))
-        if key not in made:
-            root = tmp_path_factory.mktemp(f"style-{style}") / "data"
-            config = SynthConfig.for_style(style, **options)
-            generate_dataset(
-                root,
-                per_class=2,
-                test_per_class=1,
-                labels=LABELS,
-                config=config,
-                workers=2,
-                progress=False,
-            )
-            made[key] = root
-        return made[key]
-
-    return make
+LABELS = STYLED_LABELS
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -4,6 +4,7 @@ starts a real scoring server)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import pytest
 from conftest import TINY
 
 from mnr.config import resolve_config
+from mnr.cv import cross_validate
 from mnr.predict import load_predictor
 from mnr.tracking import model_registry
 from mnr.training import run_training
@@ -67,17 +69,36 @@ def wait_for_ping(url: str, process: subprocess.Popen, log: Path) -> None:
     )
 
 
-@pytest.mark.slow
-def test_served_champion_answers_base64_pngs(synth_root: Path, isolated: Path) -> None:
+def _register(kind: str, root: Path) -> str:
+    """A tiny model trained on `root` and registered: one bn_cnn, or a 2-fold ensemble."""
     config = resolve_config(
         model="bn_cnn",
-        options={"data.path": str(synth_root), "train.epochs": 2, "train.batch_size": 8},
-        overrides=[*TINY, "tracking.log_model=true", f"tracking.register={NAME}", "optim.lr=0.02"],
+        options={"data.path": str(root), "train.epochs": 2, "train.batch_size": 8},
+        overrides=[*TINY, "tracking.log_model=true", "optim.lr=0.02"],
+    )
+    if kind == "ensemble":
+        cross_validate(config, folds=2, register=f"{NAME}-cv", tta=3, progress=False)
+        return f"models:/{NAME}-cv/1"
+    config = dataclasses.replace(
+        config, tracking=dataclasses.replace(config.tracking, register=NAME)
     )
     assert run_training(config, progress=False).status == "FINISHED"
     model_registry.promote(NAME, 1, "champion")
-    images = sorted((synth_root / "test").glob("*.png"))[:2]
-    expected = load_predictor(f"models:/{NAME}@champion", device="cpu").predict(images, top_k=2)
+    return f"models:/{NAME}@champion"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["model", "ensemble"])
+def test_served_model_answers_base64_pngs_reading_the_figure_as_training_did(
+    styled, isolated: Path, kind: str
+) -> None:
+    """A model trained on librosa-specshow figures, served: it crops the plot and reads colours
+    back (same answers as in-process) and refuses a figure drawn another way; an ensemble of
+    folds answers the same way."""
+    root = styled("specshow")
+    uri = _register(kind, root)
+    images = sorted((root / "test").glob("*.png"))[:2]
+    expected = load_predictor(uri, device="cpu").predict(images, top_k=2)
 
     port = free_port()
     log = isolated / "serve.log"
@@ -88,7 +109,7 @@ def test_served_champion_answers_base64_pngs(synth_root: Path, isolated: Path) -
         "models",
         "serve",
         "-m",
-        f"models:/{NAME}@champion",
+        uri,
         "--env-manager",
         "local",
         "-h",
@@ -139,6 +160,18 @@ def test_served_champion_answers_base64_pngs(synth_root: Path, isolated: Path) -
             {"dataframe_split": {"columns": ["image"], "data": [[str(images[0])]]}},
         )
         assert status == 400 and "file paths are not accepted" in answer["message"]
+
+        full = next((styled("full") / "test").glob("*.png"))  # the same notes, full-bleed
+        status, answer = post(
+            f"http://127.0.0.1:{port}/invocations",
+            {
+                "dataframe_split": {
+                    "columns": ["image"],
+                    "data": [[base64.b64encode(full.read_bytes()).decode()]],
+                }
+            },
+        )
+        assert status == 400 and "the figure around the plot differs" in answer["message"]
     finally:
         mlflow.set_tracking_uri(None)  # MLflow's global URI would outlive the test otherwise
         if process.poll() is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -37,11 +38,30 @@ class TrainingData:
     digest: str  # identifies the decoded train folder and split; logged as the dataset digest
     from_cache: bool
     report: LayoutReport
-    sample_file: str  # one training image (its name in the train folder), for previews
+    folder: DecodedImages  # the whole training folder as decoded, for other splits (k folds)
 
     @property
     def layout(self) -> FigureLayout:
         return self.report.layout
+
+    @property
+    def sample_file(self) -> str:
+        """One training image (its name in the train folder), for previews."""
+        return self.folder.image_set.filenames[0]
+
+    def with_split(self, train_idx: np.ndarray, val_idx: np.ndarray, *, name: str) -> TrainingData:
+        """The same data split another way: `train_idx` and `val_idx` index the training folder
+        (`folder`); `name` (e.g. "fold 2 of 5, seed 0") goes into the dataset digest."""
+        labels = self.folder.labels
+        digest = hashlib.blake2b(f"{self.folder.key}:{name}".encode(), digest_size=8).hexdigest()
+        return dataclasses.replace(
+            self,
+            train_images=self.folder.images[train_idx],
+            train_labels=labels[train_idx],
+            val_images=self.folder.images[val_idx],
+            val_labels=labels[val_idx],
+            digest=digest,
+        )
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -97,5 +117,5 @@ def load_training_data(
         digest=digest,
         from_cache=train.from_cache and (test is None or test.from_cache),
         report=report,
-        sample_file=train_set.filenames[0],
+        folder=train,
     )

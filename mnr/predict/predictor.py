@@ -301,13 +301,18 @@ def _checkpoint_path(model_uri: str) -> Path | None:
 
 
 def load_predictor(
-    model_uri: str, *, device: str | None = "auto", batch_size: int | None = None
+    model_uri: str,
+    *,
+    device: str | None = "auto",
+    batch_size: int | None = None,
+    tta: int | None = None,
 ) -> Predictor:
     """The predictor behind `model_uri`: ``models:/NAME@alias``, ``models:/NAME/VERSION``,
     ``runs:/RUN_ID`` (that run's predictor), a local model folder, or a checkpoint file (``.pt``).
 
     A checkpoint is turned into a predictor in-process; anything else is loaded as the MLflow
-    pyfunc that `mnr train` logged and unwrapped to the same `Predictor`. A model that does not
+    pyfunc that `mnr train` logged and unwrapped to the same `Predictor`. `tta` overrides the
+    number of test-time shifts logged with the model (None keeps it). A model that does not
     exist, a store that does not answer, or a model that is not an mnr predictor (the raw torch
     module, logged as ``MODEL-torch``) is an `MnrError` saying what to do.
     """
@@ -316,7 +321,9 @@ def load_predictor(
     resolved = resolve_device(device) if device is not None else None
     checkpoint = _checkpoint_path(model_uri)
     if checkpoint is not None:
-        return Predictor.from_checkpoints([checkpoint], device=resolved, batch_size=batch_size)
+        return Predictor.from_checkpoints(
+            [checkpoint], device=resolved, batch_size=batch_size, tta=tta or 1
+        )
     from mnr.tracking.models import load_python_model
 
     python_model = load_python_model(model_uri)
@@ -326,7 +333,7 @@ def load_predictor(
             f"{model_uri} is not an mnr predictor; use the predictor that `mnr train` logs "
             "(runs:/RUN_ID, or a registered version of it)"
         )
-    predictor.with_options(batch_size=batch_size)
+    predictor.with_options(batch_size=batch_size, tta=tta)
     if resolved is not None:
         predictor.to(resolved)
     return predictor

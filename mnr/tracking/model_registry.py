@@ -16,7 +16,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import io
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -24,7 +26,7 @@ from mnr.errors import MnrError
 from mnr.tracking.models import find_predictor, mlflow_error
 from mnr.tracking.store import client, configure_tracking, tracking_uri
 
-__all__ = ["format_registered", "list_registered", "promote", "register_run"]
+__all__ = ["format_registered", "list_registered", "promote", "register_logged", "register_run"]
 
 _ACCURACY_METRICS = ("val/accuracy", "val/acc")  # final evaluation first, else the last epoch's
 
@@ -39,17 +41,39 @@ def register_run(run_id: str, *, name: str, alias: str | None = None) -> Any:
 
     Returns the `ModelVersion`. The registered model is created on first use.
     """
+    _check_name(name, "--name")
+    logged = find_predictor(run_id)
+    version = register_logged(logged.model_id, name=name, what=f"run {run_id}")
+    if alias:
+        return promote(name, version.version, alias)
+    return version
+
+
+def register_logged(
+    model_id: str,
+    *,
+    name: str,
+    tags: dict[str, str] | None = None,
+    description: str | None = None,
+    what: str | None = None,
+) -> Any:
+    """Register the logged model `model_id` as a new version of `name`, with version `tags` and
+    a `description` (what the registry page shows); returns the `ModelVersion`."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     _check_name(name, "--name")
-    logged = find_predictor(run_id)
     try:
-        version = mlflow.register_model(f"models:/{logged.model_id}", name)
+        # register_model prints "Successfully registered model ..." to stderr itself; mnr
+        # reports the version in its own words
+        with contextlib.redirect_stderr(io.StringIO()):
+            version = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
+        if description:
+            _client().update_model_version(name, version.version, description=description)
     except MlflowException as exc:
-        raise MnrError(f"cannot register run {run_id} as {name!r}: {mlflow_error(exc)}") from None
-    if alias:
-        return promote(name, version.version, alias)
+        raise MnrError(
+            f"cannot register {what or model_id} as {name!r}: {mlflow_error(exc)}"
+        ) from None
     return version
 
 

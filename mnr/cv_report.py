@@ -1,0 +1,125 @@
+"""What a cross-validation records on its parent run, and the folds' ensemble as one model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mnr import metrics as pitch_metrics
+from mnr import tracking
+from mnr.config import ExperimentConfig, to_dict
+from mnr.cv import CvResult, oof_table
+from mnr.data import TrainingData
+
+__all__ = ["log_cv", "log_ensemble"]
+
+
+def _folds_table(result: CvResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    names = sorted({key for fold in result.folds for key in fold.metrics})
+    writer.writerow(["repeat", "fold", "run_id", "images", *names])
+    for fold in result.folds:
+        values = [f"{fold.metrics[n]:.4f}" if n in fold.metrics else "" for n in names]
+        writer.writerow([fold.repeat, fold.fold, fold.run_id, len(fold.val_idx), *values])
+    return buffer.getvalue()
+
+
+def _test_scores(
+    models: list[torch.nn.Module], data: TrainingData, *, tta: int
+) -> dict[str, float]:
+    """The ensemble's test metrics, and the folds' own accuracy on the test split (mean, std)."""
+    from mnr.predict.predictor import Predictor
+
+    images, labels = data.test_images, data.test_labels
+    ensemble = Predictor(models, tta=tta).probabilities(images)
+    scores = pitch_metrics.evaluate_predictions(labels, ensemble.argmax(1), ensemble)
+    metrics = {f"test/{k}": v for k, v in scores.items() if k in pitch_metrics.HEADLINE}
+    singles = [
+        pitch_metrics.accuracy(labels, Predictor(m).probabilities(images).argmax(1)) for m in models
+    ]
+    metrics["test/fold_accuracy_mean"] = float(np.mean(singles))
+    metrics["test/fold_accuracy_std"] = float(np.std(singles, ddof=1)) if len(singles) > 1 else 0.0
+    return metrics
+
+
+def log_cv(
+    result: CvResult,
+    *,
+    config: ExperimentConfig,
+    data: TrainingData,
+    models: list[torch.nn.Module] | None,
+    tta: int,
+) -> None:
+    """The summary metrics, the out-of-fold predictions with their confusion matrix and
+    per-class table, the per-fold table, and (with a labelled test split) the ensemble's score."""
+    parent = result.parent_run_id
+    if models is not None and data.test_images is not None:
+        result.test_metrics = _test_scores(models, data, tta=tta)
+    tracking.log_metrics(parent, {**result.summary, **result.test_metrics})
+    predicted = result.oof_probabilities.argmax(1)
+    tracking.log_text(
+        parent,
+        oof_table(result.filenames, result.labels, result.oof_probabilities),
+        "oof_predictions.csv",
+    )
+    tracking.log_text(parent, _folds_table(result), "folds.csv")
+    table = pitch_metrics.per_class_table(result.labels, predicted)
+    tracking.log_text(
+        parent, pitch_metrics.format_per_class_table(table), "oof_per_class_accuracy.csv"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        cm = pitch_metrics.confusion_matrix(result.labels, predicted)
+        accuracy = result.summary["cv/oof_accuracy"]
+        title = f"{config.model.name}: out-of-fold predictions of {len(result.folds)} folds, accuracy {accuracy:.4f}"
+        image = pitch_metrics.plot_confusion_matrix(
+            cm, Path(tmp) / "oof_confusion_matrix.png", title=title
+        )
+        tracking.log_artifact(parent, image)
+    mean, std = result.summary.get("cv/accuracy_mean"), result.summary.get("cv/accuracy_std")
+    text = f"{len(result.folds)} folds of {config.model.name}: val accuracy {mean:.4f} +- {std:.4f}"
+    text += f", out-of-fold {accuracy:.4f}"
+    if result.test_metrics:
+        text += f"; the ensemble's test accuracy {result.test_metrics['test/accuracy']:.4f}"
+    tracking.set_tags(parent, {tracking.DESCRIPTION_TAG: text + "."})
+
+
+def log_ensemble(
+    result: CvResult,
+    models: list[torch.nn.Module],
+    *,
+    config: ExperimentConfig,
+    name: str,
+    tta: int,
+) -> Any:
+    """Log the folds' ensemble (one pyfunc, every fold's weights, probabilities averaged) on the
+    parent run and register it as a new version of `name`, whose tags list the fold runs."""
+    from mnr.tracking import model_registry, serving
+
+    fold_runs = ",".join(fold.run_id for fold in result.folds)
+    info = serving.log_predictor(
+        models,
+        config=to_dict(config),
+        run_id=result.parent_run_id,
+        name=f"{config.model.name}-cv{len(models)}",
+        tta=tta,
+        tags={"mnr.fold_runs": fold_runs},
+    )
+    if result.test_metrics:
+        tracking.log_metrics(result.parent_run_id, result.test_metrics, model_id=info.model_id)
+    description = (
+        f"Ensemble of the {len(models)} fold models of cross-validation run {result.parent_run_id} "
+        f"({config.model.name}, test-time shifts: {tta}); fold runs: {fold_runs}."
+    )
+    return model_registry.register_logged(
+        info.model_id,
+        name=name,
+        tags={"mnr.cv_run": result.parent_run_id, "mnr.fold_runs": fold_runs, "mnr.tta": str(tta)},
+        description=description,
+    )
