@@ -3,12 +3,15 @@
 One command measures, on the built-in dataset and in one run:
 
 1. epoch throughput of mnr's engine versus the notebook pipeline (`notebook_pipeline.py`),
-   alternating their epochs so that machine noise hits both;
+   alternating their epochs so that machine noise hits both; the engine against a minimal
+   hand-written loop over the same tensors; one value channel against RGB;
 2. the cost of MLflow tracking per epoch (MlflowLogger + a real sqlite store) versus none;
 3. FLOPs per training image, the FLOP rate mnr reaches, and the machine's dense matmul rate,
    with a profile of where the time goes;
 4. wall time to 99 % validation accuracy from a cold and a warm cache, per model;
 5. prediction throughput from PNG files, training's peak memory, and the cache's RAM cost;
+6. on a CUDA GPU (skipped without one), mixed precision on and off and where the training
+   tensors live (on the GPU, pinned, pageable);
 
 plus the levers behind those numbers (channels_last, threads, batch gathering, per-step checks,
 input size, torch.compile, inference batching), each measured before and after. Results go to
@@ -17,6 +20,7 @@ input size, torch.compile, inference batching), each measured before and after. 
     python3 benchmarks/speed.py                    # the full run: ~15 min on 2 idle cores, longer if shared
     python3 benchmarks/speed.py --quick            # a smoke test (a few minutes), to speed_quick.*
     python3 benchmarks/speed.py --only tta,resolution   # re-run sections into the existing results
+    python3 benchmarks/speed.py --quick --only handloop,channels,gpu --out /tmp/speedcheck
 
 Runs that must start cold (time to accuracy, interop threads, torch.compile) run in child
 processes of this script (`--child SPEC`), so that each sees a fresh interpreter.
@@ -41,9 +45,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_goals import goals  # noqa: E402
 from speed_harness import CHILD_MARK, load_average, log, machine_info, matmul_gflops, seed_config  # noqa: E402
-from speed_report import goals, readme_markdown, write_markdown  # noqa: E402
+from speed_report import readme_markdown, write_markdown  # noqa: E402
+from speed_sections.channels import section_channels  # noqa: E402
 from speed_sections.compute import section_compute  # noqa: E402
+from speed_sections.gpu import section_gpu  # noqa: E402
+from speed_sections.handloop import section_handloop  # noqa: E402
 from speed_sections.levers import child_steps, section_child_levers, section_levers  # noqa: E402
 from speed_sections.predict import section_predict  # noqa: E402
 from speed_sections.resolution import section_resolution  # noqa: E402
@@ -85,13 +93,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated sections to run: throughput,tracking,compute,levers,predict,tta,resolution",
+        help="comma-separated sections to run: " + ",".join(SECTIONS),
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default benchmarks/results)"
     )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = sorted(set(filter(None, args.only.split(","))) - set(SECTIONS))
+    if unknown:
+        parser.error(
+            f"--only: no section {', '.join(unknown)}; the sections are {','.join(SECTIONS)}"
+        )
+    return args
 
 
 def run_as_child(spec_json: str) -> int:
@@ -109,6 +123,8 @@ def describe_data(data: Any, load_seconds: float) -> dict[str, Any]:
         "val": len(data.val_images),
         "test": 0 if data.test_images is None else len(data.test_images),
         "input_size": list(data.input_size),
+        "channels": data.layout.channels,
+        "colormap": data.layout.colormap,
         "from_cache": data.from_cache,
         "load_seconds": load_seconds,
         "source": str(data.paths.train.parent),
@@ -226,6 +242,20 @@ def _throughput(results: dict[str, Any], data: Any, *, quick: bool, threads: int
         )
 
 
+def _handloop(results: dict[str, Any], data: Any, *, quick: bool, threads: int | None) -> None:
+    # resnet18 trains at ~100 img/s on 2 cores: a subset keeps its pairs to about a minute
+    limits = {m: 256 if quick else None for m in MODELS} | {"resnet18": 128 if quick else 512}
+    results["handloop"] = section_handloop(
+        data, models=MODELS, pairs=1 if quick else 3, limits=limits
+    )
+
+
+def _channels(results: dict[str, Any], data: Any, *, quick: bool, threads: int | None) -> None:
+    results["channels"] = section_channels(
+        models=("bn_cnn", "deep_cnn"), pairs=1 if quick else 3, limit=512 if quick else None
+    )
+
+
 def _tracking(results: dict[str, Any], data: Any, *, quick: bool, threads: int | None) -> None:
     # Fits of several epochs, as real runs are: the run's one flush at the end of fit
     # (waiting for MLflow's async writer) is paid once per run, not once per epoch.
@@ -256,6 +286,16 @@ def _levers(results: dict[str, Any], data: Any, *, quick: bool, threads: int | N
 
 def _predict(results: dict[str, Any], data: Any, *, quick: bool, threads: int | None) -> None:
     results["predict"] = section_predict(data, models=MODELS)
+
+
+def _gpu(results: dict[str, Any], data: Any, *, quick: bool, threads: int | None) -> None:
+    results["gpu"] = section_gpu(
+        data,
+        models=MODELS,
+        batch_sizes=(64, 256),
+        rounds=1 if quick else 3,
+        epochs_per_sample=1 if quick else 5,
+    )
 
 
 def _tta(results: dict[str, Any], data: Any, *, quick: bool, threads: int | None) -> None:
@@ -290,10 +330,13 @@ def _resolution(results: dict[str, Any], data: Any, *, quick: bool, threads: int
 
 PLAN: dict[str, Callable[..., None]] = {
     "throughput": _throughput,
+    "handloop": _handloop,
+    "channels": _channels,
     "tracking": _tracking,
     "compute": _compute,
     "levers": _levers,
     "predict": _predict,
+    "gpu": _gpu,
     "tta": _tta,
     "resolution": _resolution,
 }

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from mnr.config import ExperimentConfig, experiment_path, resolve_config
+from mnr.data.layout import FigureLayout
 from mnr.engine import FitContext, make_optimizer, seed_everything, train_one_epoch
 from mnr.training import build_model
 
@@ -160,7 +161,13 @@ def matmul_gflops(*, size: int = 2048, repeats: int = 5, trials: int = 5) -> dic
 
 
 class EngineRun:
-    """mnr's `train_one_epoch`, epoch after epoch, on a model set up exactly as `fit` does it."""
+    """mnr's `train_one_epoch`, epoch after epoch, on a model set up exactly as `fit` does it.
+
+    The model is built for `layout`, the figure layout the images were read with (`data.layout`):
+    one input channel for a value-channel set, three for RGB. `device` is where the model and the
+    optimizer live; the caller puts `images` and `labels` where it wants them (`fit` moves them
+    to the device once when the device is not the CPU).
+    """
 
     def __init__(
         self,
@@ -168,10 +175,20 @@ class EngineRun:
         images: torch.Tensor,
         labels: torch.Tensor,
         *,
+        layout: FigureLayout | None,
         compile: bool = False,
+        device: torch.device | str = "cpu",
     ) -> None:
         seed_everything(config.train.seed)
-        model = build_model(config)
+        self.device = torch.device(device)
+        model = build_model(config, layout=layout).to(self.device)
+        in_chans = model.input_config.in_chans
+        if images.ndim != 4 or images.shape[1] != in_chans:
+            raise ValueError(
+                f"{config.model.name} is built for {in_chans} channel(s) (layout "
+                f"{None if layout is None else layout.channels}), but the images are "
+                f"{tuple(images.shape)}: pass the layout the images were read with"
+            )
         if config.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.images, self.labels = images, labels
@@ -181,12 +198,18 @@ class EngineRun:
             optimizer=optimizer,
             scheduler=None,
             config=config,
-            device=torch.device("cpu"),
+            device=self.device,
             generator=torch.Generator().manual_seed(config.train.seed),
             callbacks=[],
         )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=False)
+        # as `fit`: a loss scaler only for float16 autocast (CUDA without bfloat16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda",
+            enabled=self.device.type == "cuda"
+            and config.train.amp
+            and not torch.cuda.is_bf16_supported(),
+        )
 
     def epoch(self) -> dict[str, float]:
         """One training epoch over `self.images`: its wall time, throughput and accuracy."""
@@ -194,6 +217,8 @@ class EngineRun:
         metrics = train_one_epoch(
             self.ctx, self.images, self.labels, criterion=self.criterion, scaler=self.scaler
         )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - started
         return {
             "seconds": seconds,

@@ -3,7 +3,7 @@
 Everything here is a pure function of the results dict that `speed.py` stores in speed.json, so
 a report can be re-rendered (or its wording changed) without measuring again. `write_markdown`
 is one writer per section, each returning its lines (none when its section was not run), in the
-order the report reads; `goals` is one checker per goal.
+order the report reads. The goals it renders are checked in `speed_goals.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from speed_harness import TARGET, median
 
-__all__ = ["MNR_CHOICE", "goals", "readme_markdown", "verdict", "write_markdown"]
+__all__ = ["MNR_CHOICE", "readme_markdown", "verdict", "write_markdown"]
 
 Lines = list[str]
 
@@ -48,7 +48,7 @@ def _machine(results: dict[str, Any]) -> Lines:
         "| machine | |",
         "|---|---|",
         f"| CPU | {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB |",
-        f"| torch | {m['torch']} (CUDA available: {m['cuda_available']}; everything below ran on the CPU) |",
+        f"| torch | {m['torch']} (CUDA available: {m['cuda_available']}; everything below ran on the CPU, except the GPU section) |",
         f"| threads | {m['threads']} intra-op (default {m['default_threads']}), {m['interop_threads']} inter-op |",
         f"| load average | start {results['load_average_start']}, end {results['load_average_end']} (other processes share this machine: read ratios, not absolute numbers) |",
         f"| wall time of this run | {results['wall_seconds'] / 60:.1f} min |",
@@ -72,11 +72,12 @@ def _throughput(results: dict[str, Any]) -> Lines:
         "",
         "## 1. Epoch throughput: mnr engine vs notebook pipeline",
         "",
-        "Same data, model, initial weights, SGD step, batch size, input size and thread count; epochs "
+        "Same PNG files and split, architecture, seed, SGD step, batch size, input size and thread count; epochs "
         "alternate engine, notebook, engine, notebook ... The notebook decodes each PNG with PIL every "
         "epoch (RGBA->RGB, `Resize`, `ToTensor`, `Normalize`) in a `DataLoader(batch_size=64, shuffle=True)` "
         "with the default `num_workers=0` (no worker processes); mnr gathers batches from the decode-once "
         "uint8 cache and converts them per batch. Train epochs only (no validation pass).",
+        *_pipelines_note(tp),
         "",
         "| model | input (H x W) | images/epoch | engine s/epoch | engine img/s | notebook s/epoch | notebook img/s | notebook time in data loading | engine speed-up |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -88,6 +89,93 @@ def _throughput(results: dict[str, Any]) -> Lines:
             f"| {name} | {r['images']} | {_fmt(r['engine']['seconds_median'], 2)} | {_fmt(r['engine']['images_per_second_median'])} | "
             f"{_fmt(r['notebook']['seconds_median'], 2)} | {_fmt(r['notebook']['images_per_second_median'])} | {load_frac:.0f} % | "
             f"**{r['ratio']:.2f}x** (pairs: {', '.join(f'{x:.2f}' for x in r['ratio_per_pair'])}) |"
+        )
+    return lines
+
+
+def _pipelines_note(tp: dict[str, Any]) -> Lines:
+    """What each side of the engine-vs-notebook rows reads, when the engine reads a value channel."""
+    if next(iter(tp.values())).get("engine_channels") != "value":
+        return []
+    return [
+        "",
+        "Each side reads the images its own way, as it comes: mnr's default pipeline crops the plot and "
+        "reads one value channel back through the colormap (its model has 1 input channel; section 1c "
+        "measures what that alone saves), the notebook reads the PNG as RGB (3 input channels). So the "
+        "rows compare the two pipelines, and the first layers differ in input channels and initial weights.",
+    ]
+
+
+def _handloop(results: dict[str, Any]) -> Lines:
+    hl = results.get("handloop", {})
+    if not hl:
+        return []
+    first = next(iter(hl.values()))
+    lines = [
+        "",
+        "### 1b. mnr's engine vs a minimal hand-written loop",
+        "",
+        f"The same in-memory uint8 tensors mnr trains on ({first['in_chans']} channel(s): {first['channels']}, "
+        f"{first['input_size'][0]}x{first['input_size'][1]}), the same model built the same way "
+        f"(`build_model(config, layout=data.layout)`, same seed, {first['memory_format']} on both sides), "
+        "the seed's SGD settings, batch size and threads, and the same shuffled order. The hand loop is "
+        "`randperm`, `images[index].float().div(255).sub(mean).div(std)` (the model's InputConfig), forward, "
+        "`zero_grad`, `backward`, `step`, counting correct predictions; the engine is `train_one_epoch`. "
+        "Epochs alternate engine, hand loop, ... after a one-batch warm-up of each; ratio = engine img/s / "
+        "hand-loop img/s.",
+        "",
+        "| model | images/epoch | engine img/s | hand loop img/s | engine / hand loop | train acc (engine, hand loop; last epoch) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in hl.items():
+        subset = f" (of {r['all_images']})" if r["images"] < r["all_images"] else ""
+        accs = r["engine"]["samples"][-1]["train_acc"], r["handloop"]["samples"][-1]["train_acc"]
+        lines.append(
+            f"| {name} | {r['images']}{subset} | {_fmt(r['engine']['images_per_second_median'])} | "
+            f"{_fmt(r['handloop']['images_per_second_median'])} | **{r['ratio']:.2f}x** "
+            f"(pairs: {', '.join(f'{x:.2f}' for x in r['ratio_per_pair'])}) | {accs[0]:.3f}, {accs[1]:.3f} |"
+        )
+    if any(r["images"] < r["all_images"] for r in hl.values()):
+        lines += [
+            "",
+            "Models marked (of N) ran on the first images of the split only, to keep their pairs short.",
+        ]
+    return lines
+
+
+def _channels(results: dict[str, Any]) -> Lines:
+    ch = results.get("channels")
+    if not (ch and ch.get("models")):
+        return []
+    data = ch["data"]
+    lines = [
+        "",
+        "### 1c. One value channel vs RGB",
+        "",
+        f"The built-in set read with `-s data.channels=value` (the plot's colour read back through "
+        f"{data['value']['colormap']}: 1 channel) and with `-s data.channels=rgb` (3 channels), same split and "
+        "input size; the same model and config trained on each, epochs alternated after a one-batch warm-up.",
+        "",
+        "| data | train images | train set in RAM | whole set in RAM (train + val + test) |",
+        "|---|---|---|---|",
+    ]
+    for channels, d in data.items():
+        lines.append(
+            f"| {channels} | {' x '.join(map(str, d['train_shape']))} uint8 | {d['train_bytes']:,} B "
+            f"({d['train_bytes'] / 2**20:.1f} MiB) | {d['dataset_bytes']:,} B ({d['dataset_bytes'] / 2**20:.1f} MiB) |"
+        )
+    lines += [
+        "",
+        f"RGB takes {ch['bytes_ratio_rgb_over_value']:.2f}x the bytes of the value channel.",
+        "",
+        "| model | images/epoch | value img/s | rgb img/s | value / rgb |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in ch["models"].items():
+        lines.append(
+            f"| {name} | {r['images']} | {_fmt(r['value']['images_per_second_median'])} | "
+            f"{_fmt(r['rgb']['images_per_second_median'])} | **{r['ratio']:.2f}x** "
+            f"(pairs: {', '.join(f'{x:.2f}' for x in r['ratio_per_pair'])}) |"
         )
     return lines
 
@@ -224,7 +312,7 @@ def _time_to_accuracy(results: dict[str, Any]) -> Lines:
         f"## 4. Time to {TARGET:.0%} validation accuracy",
         "",
         f"Each run is a fresh `python3` process running `run_training` with the model's default config "
-        f"(experiments/<model>.yaml) plus `train.target={TARGET}`, `train.monitor=val_acc` (it stops at the first "
+        f"(experiments/<model>.yaml) plus `train.target={TARGET}`, `train.monitor=val/acc` (it stops at the first "
         "epoch that reaches it), no tracking or checkpoints; capped by epochs and wall time without changing the "
         "configured schedule. Wall time counts from the command's start (interpreter, imports, data load or cache "
         "build) to the end of the epoch that reached the target. Cold = `MNR_CACHE_DIR` pointing at an empty "
@@ -301,11 +389,43 @@ def _memory(results: dict[str, Any]) -> Lines:
         "| memory | |",
         "|---|---|",
         f"| decoded dataset in RAM (train + val + test) | {mem['dataset_bytes'] / 2**20:,.1f} MiB, dtype {', '.join(mem['dtypes'])} |",
-        f"| N x 3 x H x W bytes | {mem['expected_uint8_bytes'] / 2**20:,.1f} MiB ({'matches' if mem['dataset_bytes'] == mem['expected_uint8_bytes'] else 'DIFFERS'}) |",
+        f"| N x {mem.get('channels', 3)} x H x W bytes | {mem['expected_uint8_bytes'] / 2**20:,.1f} MiB ({'matches' if mem['dataset_bytes'] == mem['expected_uint8_bytes'] else 'DIFFERS'}) |",
         f"| a float32 copy would be | {mem['float32_copy_would_be_bytes'] / 2**20:,.1f} MiB |",
         f"| RSS increase while loading the cached set | {mem['rss_increase_on_load_bytes'] / 2**20:,.1f} MiB |",
         f"| peak RSS of a whole training run ({mem['model']}, warm) | {mem['peak_rss_bytes'] / 2**20:,.0f} MiB |",
     ]
+
+
+def _gpu(results: dict[str, Any]) -> Lines:
+    gp = results.get("gpu")
+    if not gp:
+        return []
+    lines = ["", "## 6. On a CUDA GPU: mixed precision and where the training tensors live", ""]
+    if gp.get("skipped"):
+        return lines + [f"Not measured: {gp['note']}."]
+    g = gp["gpu"]
+    lines += [
+        f"**{g['name']}** (compute capability {'.'.join(map(str, g['capability']))}, {g['memory_gib']} GiB; "
+        f"CUDA {g['torch_cuda']}, cuDNN {g['cudnn']}, cudnn.benchmark {g['cudnn_benchmark']}); amp = autocast "
+        f"to {g['amp_dtype']}. {gp['images']} training images (read as {gp['channels']}, "
+        f"{gp['input_size'][0]}x{gp['input_size'][1]}), the seed's SGD; each sample is {gp['epochs_per_sample']} "
+        f"epoch(s), all runs of a model and batch size alternated for {gp['rounds']} round(s); medians. "
+        "*engine, on GPU* is `train_one_epoch` over tensors moved to the GPU once (what `fit` does); the *loop* "
+        "rows are the same step written in the benchmark, with the tensors on the GPU, in pinned CPU memory "
+        "(each batch gathered into a pinned buffer, copied with `non_blocking=True`) or in pageable CPU memory "
+        "(plain `.to(device)`). *vs loop on GPU* is img/s over the loop-on-GPU row's, at the same amp setting.",
+        "",
+        "| model | batch | data | amp off img/s | amp on img/s | amp speed-up | vs loop on GPU (off / on) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in gp["models"].values():
+        for placement, row in r["rows"].items():
+            lines.append(
+                f"| {r['model']} | {r['batch_size']} | {placement} | {row['amp_off']['images_per_second_median']:,.0f} | "
+                f"{row['amp_on']['images_per_second_median']:,.0f} | {row['amp_speedup']:.2f}x | "
+                f"{row['amp_off_vs_loop_on_gpu']:.2f}x / {row['amp_on_vs_loop_on_gpu']:.2f}x |"
+            )
+    return lines
 
 
 MNR_CHOICE = {
@@ -372,12 +492,15 @@ MARKDOWN_SECTIONS: tuple[Callable[[dict[str, Any]], Lines], ...] = (
     _machine,
     _goals_table,
     _throughput,
+    _handloop,
+    _channels,
     _tracking,
     _compute,
     _time_to_accuracy,
     _resolution,
     _predict,
     _memory,
+    _gpu,
     _levers,
     _notes,
     _errors,
@@ -388,128 +511,6 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     """Write speed.md from `results`: every section that was run, then notes and errors."""
     lines = [line for writer in MARKDOWN_SECTIONS for line in writer(results)]
     path.write_text("\n".join(lines) + "\n")
-
-
-# --------------------------------------------------------------------------------------------
-# Goals: one checker per goal, each returning its rows (none when its section was not run)
-
-
-def _throughput_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for tp in results.get("throughput", {}).values():
-        if tp["model"] == "baseline_cnn":
-            size = "x".join(map(str, tp["input_size"]))
-            out.append(
-                {
-                    "goal": f"engine vs notebook epoch throughput, baseline_cnn at {size}",
-                    "measured": f"{tp['ratio']:.2f}x",
-                    "target": ">= 3x",
-                    "met": tp["ratio"] >= 3,
-                }
-            )
-    return out
-
-
-def _tracking_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
-    tr = results.get("tracking")
-    if not tr:
-        return []
-    return [
-        {
-            "goal": "MLflow tracking overhead per epoch",
-            "measured": f"{tr['overhead_percent_in_hooks']:.2f} % in hooks; {tr['overhead_percent_end_to_end']:+.1f} % wall, "
-            f"{tr.get('overhead_percent_cpu', float('nan')):+.1f} % CPU end to end (noise)",
-            "target": "<= 3 %",
-            "met": tr["overhead_percent_in_hooks"] <= 3,
-        }
-    ]
-
-
-def _compute_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
-    cp = results.get("compute")
-    if not cp:
-        return []
-    return [
-        {
-            "goal": f"achieved / matmul FLOP rate, {name}",
-            "measured": ", ".join(
-                f"{b['percent_of_matmul']:.0f} % at {t} thread(s)"
-                for t, b in r["by_threads"].items()
-            ),
-            "target": ">= 40 % (conv-heavy models)",
-            "met": r["percent_of_matmul_best"] >= 40,
-        }
-        for name, r in cp["models"].items()
-    ]
-
-
-def _time_to_accuracy_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The fastest warm run that reached TARGET, counted from the command's start."""
-    tta = results.get("time_to_accuracy")
-    if not tta:
-        return []
-    best = None
-    for r in tta["warm"].values():
-        if r.get("reached") and (
-            best is None
-            or r["reached"]["seconds"] + r["startup_seconds"]
-            < best["reached"]["seconds"] + best["startup_seconds"]
-        ):
-            best = r
-    goal = f"a default config to {TARGET:.0%} val acc from a warm cache"
-    if not best:
-        return [
-            {
-                "goal": goal,
-                "measured": "not reached within the caps",
-                "target": "<= 120 s",
-                "met": False,
-            }
-        ]
-    secs = best["reached"]["seconds"] + best["startup_seconds"]
-    return [
-        {
-            "goal": goal,
-            "measured": f"{best['model']} {best.get('variant', '')}: {secs:.0f} s (held-out test acc {best['test_accuracy']:.4f})".replace(
-                " :", ":"
-            ),
-            "target": "<= 120 s",
-            "met": secs <= 120,
-        }
-    ]
-
-
-def _memory_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The cached set's RAM cost; it comes with the time-to-accuracy section (its first warm run,
-    as run_section stores it), so it is checked only when that section is in the results."""
-    memory = results.get("memory")
-    if not results.get("time_to_accuracy") or not memory:
-        return []
-    ratio = memory["dataset_bytes"] / memory["expected_uint8_bytes"]
-    return [
-        {
-            "goal": "cached dataset in RAM vs N x 3 x H x W bytes",
-            "measured": f"{memory['dataset_bytes'] / 2**20:.1f} MiB = {ratio:.2f}x ({', '.join(memory['dtypes'])}; "
-            f"a float32 copy would be {memory['float32_copy_would_be_bytes'] / 2**20:.1f} MiB); "
-            f"training peak RSS {memory['peak_rss_bytes'] / 2**20:.0f} MiB",
-            "target": "about 1x",
-            "met": ratio <= 1.05,
-        }
-    ]
-
-
-GOALS: tuple[Callable[[dict[str, Any]], list[dict[str, Any]]], ...] = (
-    _throughput_goals,
-    _tracking_goals,
-    _compute_goals,
-    _time_to_accuracy_goals,
-    _memory_goals,
-)
-
-
-def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The goals table: each goal's measured figure, its target, and whether it was met."""
-    return [goal for check in GOALS for goal in check(results)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,6 +536,19 @@ def readme_markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {g['goal']} | {g['measured']} | {g['target']} | {'yes' if g['met'] else 'no'} |"
         )
+    tp = results.get("throughput", {})
+    if tp and next(iter(tp.values())).get("engine_channels") == "value":
+        lines += [
+            "",
+            "The engine-vs-notebook rows compare the two pipelines as they come: mnr reads the plot as one "
+            "value channel (read back through the colormap), the notebook reads RGB PNGs.",
+        ]
+    gpu = results.get("gpu")
+    if gpu and not gpu.get("skipped"):
+        lines += [
+            "",
+            f"The GPU section (mixed precision, data placement) ran on {gpu['gpu']['name']}.",
+        ]
     predict = results.get("predict")
     if predict:
         rates = ", ".join(

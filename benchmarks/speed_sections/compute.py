@@ -17,18 +17,22 @@ from speed_harness import EngineRun, load_average, log, matmul_gflops, seed_conf
 from torch import nn
 
 from mnr.config import ExperimentConfig
+from mnr.data.layout import FigureLayout
 from mnr.engine import seed_everything
 from mnr.training import build_model
 
 
-def train_flops_per_image(config: ExperimentConfig, batch: int = 64) -> dict[str, float]:
-    """FLOPs of forward and forward+backward per image, counted by FlopCounterMode."""
+def train_flops_per_image(
+    config: ExperimentConfig, layout: FigureLayout | None, batch: int = 64
+) -> dict[str, float]:
+    """FLOPs of forward and forward+backward per image, counted by FlopCounterMode, for the
+    model built for `layout` (its channel count) at the config's input size."""
     from torch.utils.flop_counter import FlopCounterMode
 
     seed_everything(0)
-    model = build_model(config).train()
+    model = build_model(config, layout=layout).train()
     height, width = config.data.input_size
-    x = torch.randn(batch, 3, height, width)
+    x = torch.randn(batch, model.input_config.in_chans, height, width)
     y = torch.randint(0, 88, (batch,))
     with FlopCounterMode(display=False) as forward_counter:
         with torch.no_grad():
@@ -62,6 +66,7 @@ def profile_model(config: ExperimentConfig, data: Any, *, steps: int) -> dict[st
         config,
         torch.from_numpy(data.train_images[:batch]),
         torch.from_numpy(data.train_labels[:batch]),
+        layout=data.layout,
     )
     run.epoch()  # warm-up: oneDNN primitives
     run.images = torch.from_numpy(data.train_images[: batch * steps])
@@ -104,7 +109,7 @@ def _engine_ips(config: ExperimentConfig, data: Any, *, images: int) -> float:
         torch.from_numpy(data.train_images),
         torch.from_numpy(data.train_labels),
     )
-    run = EngineRun(config, train_images[:batch], train_labels[:batch])
+    run = EngineRun(config, train_images[:batch], train_labels[:batch], layout=data.layout)
     run.epoch()
     run.images, run.labels = train_images[:images], train_labels[:images]
     return run.epoch()["images_per_second"]
@@ -154,10 +159,11 @@ def _model_entry(
     """One model at `data`'s input size: FLOPs, the rate per thread count, and its profiles."""
     height, width = data.input_size
     config = seed_config(name, f"data.input_size=[{height},{width}]")
-    flops = train_flops_per_image(config)
+    flops = train_flops_per_image(config, data.layout)
     entry: dict[str, Any] = {
         "model": name,
         "input_size": [height, width],
+        "channels": data.layout.channels,
         "forward_gflop_per_image": flops["forward"] / 1e9,
         "train_gflop_per_image": flops["train"] / 1e9,
         "by_threads": {},

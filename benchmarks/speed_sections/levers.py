@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from speed_harness import EngineRun, ab_lever, log, median, run_child, seed_config
 
+from mnr.data.layout import FigureLayout
 from mnr.engine import predict_logits
 from mnr.training import build_model, load_data
 from mnr.transforms import to_model_input
@@ -45,10 +46,14 @@ def _new_batch(
 
 
 def _epoch_rate(
-    subset: tuple[torch.Tensor, torch.Tensor], model: str, *extra: str
+    subset: tuple[torch.Tensor, torch.Tensor],
+    layout: FigureLayout | None,
+    model: str,
+    *extra: str,
 ) -> Callable[[], float]:
-    """A warmed-up engine on `subset`: each call trains one epoch and returns its img/s."""
-    run = EngineRun(seed_config(model, *extra), *subset)
+    """A warmed-up engine on `subset` (read with `layout`): each call trains one epoch and
+    returns its img/s."""
+    run = EngineRun(seed_config(model, *extra), *subset, layout=layout)
     run.epoch()  # warm-up
     return lambda: run.epoch()["images_per_second"]
 
@@ -67,7 +72,7 @@ def _with_threads(fn: Callable[[], float], count: int, restore: int) -> Callable
 
 
 def _channels_last_levers(
-    subset: tuple[torch.Tensor, torch.Tensor], *, rounds: int
+    subset: tuple[torch.Tensor, torch.Tensor], layout: FigureLayout | None, *, rounds: int
 ) -> list[dict[str, Any]]:
     levers = []
     for model in ("baseline_cnn", "bn_cnn"):
@@ -75,8 +80,8 @@ def _channels_last_levers(
         levers.append(
             ab_lever(
                 "channels_last",
-                _epoch_rate(subset, model, "train.channels_last=false"),
-                _epoch_rate(subset, model, "train.channels_last=true"),
+                _epoch_rate(subset, layout, model, "train.channels_last=false"),
+                _epoch_rate(subset, layout, model, "train.channels_last=true"),
                 rounds=rounds,
                 unit="img/s",
                 higher_is_better=True,
@@ -89,12 +94,16 @@ def _channels_last_levers(
 
 
 def _thread_levers(
-    subset: tuple[torch.Tensor, torch.Tensor], *, rounds: int, threads: int
+    subset: tuple[torch.Tensor, torch.Tensor],
+    layout: FigureLayout | None,
+    *,
+    rounds: int,
+    threads: int,
 ) -> list[dict[str, Any]]:
     levers = []
     for model in ("baseline_cnn", "bn_cnn"):
         log(f"lever threads: {model}")
-        one, many = _epoch_rate(subset, model), _epoch_rate(subset, model)
+        one, many = _epoch_rate(subset, layout, model), _epoch_rate(subset, layout, model)
         levers.append(
             ab_lever(
                 "intra-op threads",
@@ -133,14 +142,19 @@ def _batch_preparation_levers(
     data: Any, pixels_now: torch.Tensor, *, rounds: int, threads: int
 ) -> list[dict[str, Any]]:
     """Gathering a batch from the uint8 set and turning it into model input, at the data's size
-    and at 128 x 128 (random pixels: only the shape matters here)."""
+    and channels and at 128 x 128 (random pixels: only the shape matters here)."""
     levers = []
-    mean = std = (0.5, 0.5, 0.5)
+    channels = pixels_now.shape[1]
+    mean = std = (0.5,) * channels
     generator = torch.Generator().manual_seed(0)
     sets = {"x".join(map(str, data.input_size)): pixels_now}
     if tuple(data.input_size) != (128, 128):
         sets["128x128"] = torch.randint(
-            0, 256, (len(data.train_images), 3, 128, 128), dtype=torch.uint8, generator=generator
+            0,
+            256,
+            (len(data.train_images), channels, 128, 128),
+            dtype=torch.uint8,
+            generator=generator,
         )
     for label, pixels in sets.items():
         batches = [torch.randperm(len(pixels), generator=generator)[:64] for _ in range(20)]
@@ -163,7 +177,7 @@ def _batch_preparation_levers(
                     before_label="images[index]; addcmul; channels_last copy",
                     after_label="images.index_select(0, index); to_model_input (now)",
                     note="bit-identical tensors (checked)",
-                    model=f"any (batch 64, {label}, {count} thread(s))",
+                    model=f"any (batch 64, {channels} x {label}, {count} thread(s))",
                 )
             finally:
                 torch.set_num_threads(threads)
@@ -215,7 +229,8 @@ def _predict_rate(
 
 def _inference_levers(data: Any, *, rounds: int, quick: bool) -> list[dict[str, Any]]:
     """Inference batch size, and torch.inference_mode against no_grad (and autograd on)."""
-    model = build_model(seed_config("bn_cnn")).to(memory_format=torch.channels_last)
+    model = build_model(seed_config("bn_cnn"), layout=data.layout)
+    model = model.to(memory_format=torch.channels_last)
     images = data.val_images
 
     def predict(batch: int, mode: str) -> Callable[[], float]:
@@ -263,9 +278,9 @@ def section_levers(data: Any, *, images: int, rounds: int, quick: bool) -> list[
         torch.from_numpy(data.train_images[:images]),
         torch.from_numpy(data.train_labels[:images]),
     )
-    levers = _channels_last_levers(subset, rounds=rounds)
+    levers = _channels_last_levers(subset, data.layout, rounds=rounds)
     if threads > 1:
-        levers += _thread_levers(subset, rounds=rounds, threads=threads)
+        levers += _thread_levers(subset, data.layout, rounds=rounds, threads=threads)
     levers += _batch_preparation_levers(data, subset[0], rounds=rounds, threads=threads)
     levers.append(_finite_check_lever())
     levers += _inference_levers(data, rounds=rounds, quick=quick)
@@ -291,7 +306,7 @@ def child_steps(spec: dict[str, Any]) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
     }
     for compiled in [False, True] if spec.get("compile") else [False]:
-        run = EngineRun(config, images, labels, compile=compiled)
+        run = EngineRun(config, images, labels, layout=data.layout, compile=compiled)
         first = run.epoch()
         rest = [run.epoch() for _ in range(spec.get("epochs", 2))]
         key = "compiled" if compiled else "eager"

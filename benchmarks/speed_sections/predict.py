@@ -25,7 +25,8 @@ from mnr.training import build_model
 
 
 def section_predict(data: Any, *, models: Sequence[str], batch_size: int = 512) -> dict[str, Any]:
-    """Decode the labelled test folder in parallel, then time `predict_logits` per model."""
+    """Decode the labelled test folder in parallel, with the training folder's figure layout
+    (as prediction reads with the model's), then time `predict_logits` per model."""
     log("predict: parallel decode of the test PNGs + predict_logits")
     paths = data.paths
     if paths.test is None:
@@ -33,20 +34,23 @@ def section_predict(data: Any, *, models: Sequence[str], batch_size: int = 512) 
     test_set = scan_folder(paths.test, truth=paths.test_truth)
     size = tuple(data.input_size)
     started = time.perf_counter()
-    decoded, problems = map_images(partial(decode_png, size=size), test_set, progress=False)
+    decoded, problems = map_images(
+        partial(decode_png, size=size, layout=data.layout), test_set, progress=False
+    )
     images = np.stack(decoded)
     decode_seconds = time.perf_counter() - started
     out: dict[str, Any] = {
         "images": len(images),
         "decode_seconds": decode_seconds,
         "decode_workers": os.cpu_count(),
+        "channels": data.layout.channels,
         "problems": len(problems),
         "models": {},
     }
     for name in models:
         config = seed_config(name)
         seed_everything(0)
-        model = build_model(config).to(memory_format=torch.channels_last)
+        model = build_model(config, layout=data.layout).to(memory_format=torch.channels_last)
         predict_logits(model, images[:batch_size], batch_size=batch_size)  # warm-up
         started = time.perf_counter()
         logits = predict_logits(model, images, batch_size=batch_size)

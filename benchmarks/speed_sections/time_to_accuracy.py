@@ -65,13 +65,16 @@ class Budget(Callback):
             ctx.should_stop, self.capped = True, f"time cap {self.max_seconds:.0f} s"
 
 
-def _memory(arrays: list[Any], *, height: int, width: int, rss_growth: int) -> dict[str, Any]:
-    """What the decoded dataset costs in RAM, next to the N x 3 x H x W bytes it should take."""
+def _memory(
+    arrays: list[Any], *, channels: int, height: int, width: int, rss_growth: int
+) -> dict[str, Any]:
+    """What the decoded dataset costs in RAM, next to the N x C x H x W bytes it should take."""
     count = sum(len(a) for a in arrays)
     return {
         "dataset_bytes": int(sum(a.nbytes for a in arrays)),
-        "expected_uint8_bytes": int(count * 3 * height * width),
-        "float32_copy_would_be_bytes": int(count * 3 * height * width * 4),
+        "channels": channels,
+        "expected_uint8_bytes": int(count * channels * height * width),
+        "float32_copy_would_be_bytes": int(count * channels * height * width * 4),
         "dtypes": sorted({str(a.dtype) for a in arrays}),
         "rss_increase_on_load_bytes": rss_growth,
         "peak_rss_bytes": peak_rss(),
@@ -88,7 +91,7 @@ def child_tta(spec: dict[str, Any]) -> dict[str, Any]:
         overrides=[
             "train.device=cpu",
             f"train.target={TARGET}",
-            "train.monitor=val_acc",
+            "train.monitor=val/acc",
             "train.monitor_mode=max",
             "tracking.log_model=false",
             *spec.get("overrides", []),
@@ -137,7 +140,13 @@ def child_tta(spec: dict[str, Any]) -> dict[str, Any]:
         ),
         "epochs": budget.epochs,
         "total_seconds": time.perf_counter() - started,
-        "memory": _memory(arrays, height=height, width=width, rss_growth=rss_after - rss_before),
+        "memory": _memory(
+            arrays,
+            channels=data.layout.in_chans,
+            height=height,
+            width=width,
+            rss_growth=rss_after - rss_before,
+        ),
     }
 
 

@@ -23,6 +23,7 @@ import torch
 from speed_harness import load_average, log, median, seed_config
 
 from mnr.config import ExperimentConfig
+from mnr.data.layout import FigureLayout
 from mnr.engine import Callback, FitContext, fit, seed_everything
 from mnr.training import build_model
 
@@ -68,15 +69,17 @@ def _fit_per_epoch(
     config: ExperimentConfig,
     arrays: dict[str, torch.Tensor],
     *,
+    layout: FigureLayout | None,
     epochs: int,
     make_logger: Callable[[], Callback] | None,
     hook_seconds: list[float],
 ) -> dict[str, float]:
-    """One `fit`, with the logger `make_logger` builds (timed) or without: wall and CPU seconds
-    per epoch; the time inside the logger's hooks is appended to `hook_seconds`."""
+    """One `fit` of the model built for `layout`, with the logger `make_logger` builds (timed) or
+    without: wall and CPU seconds per epoch; the time inside the logger's hooks is appended to
+    `hook_seconds`."""
     count = len(arrays["train_images"])
     seed_everything(config.train.seed)
-    model = build_model(config)
+    model = build_model(config, layout=layout)
     callbacks: list[Callback] = []
     if make_logger is not None:
         timed = _TimedCallback(make_logger())
@@ -156,6 +159,7 @@ def section_tracking(data: Any, *, pairs: int, epochs: int, limit: int | None) -
                 return _fit_per_epoch(
                     config,
                     arrays,
+                    layout=data.layout,
                     epochs=epochs,
                     make_logger=make_logger,
                     hook_seconds=hook_seconds,
