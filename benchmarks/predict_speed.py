@@ -166,7 +166,8 @@ def _register(checkpoint: Path, work: Path) -> dict[str, str]:
         "data": {"input_size": list(model.input_config.input_size)},
     }
     with tracking.tracked_run(experiment="benchmarks", run_name="predict_speed") as run_id:
-        log_predictor(model, config=config, run_id=run_id, registered_name="bench")
+        info = log_predictor(model, config=config, run_id=run_id, name=MODEL)
+    model_registry.register_logged(info.model_id, name="bench")
     model_registry.promote("bench", 1, "champion")
     return env
 

@@ -324,7 +324,7 @@ def train_cmd(
     metrics = result.final_metrics
     shown = ", ".join(
         f"{k}={metrics[k]:.4f}"
-        for k in ("val/accuracy", "test/accuracy", "test/semitone_mae")
+        for k in ("best/val_accuracy", "test/accuracy", "test/semitone_mae")
         if k in metrics
     )
     click.echo(f"run {result.run_id} {result.status}: {shown}")
@@ -439,15 +439,15 @@ def predict_cmd(
     """
     from mnr.predict import (
         list_images,
-        load_predictor,
-        predict_folder,
+        predict_model_on_folder,
         write_error_report,
         write_predictions,
     )
 
     images = list_images(input_dir)  # a wrong folder fails before the model loads
-    predictor = load_predictor(model_uri, device=device, batch_size=batch_size, tta=tta)
-    result = predict_folder(predictor, images, workers=workers)
+    result = predict_model_on_folder(
+        model_uri, images, device=device, batch_size=batch_size, tta=tta, workers=workers
+    )
     write_predictions(
         result,
         output,

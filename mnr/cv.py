@@ -68,7 +68,7 @@ class FoldRun:
     run_id: str
     val_idx: np.ndarray
     probabilities: np.ndarray  # len(val_idx) x 88, of the fold's best weights
-    metrics: dict[str, float]  # its final val/... metrics
+    metrics: dict[str, float]  # its best weights' best/val_... metrics
     reused: bool = False  # finished in an earlier call, not trained by this one
 
 
@@ -166,7 +166,7 @@ def _run_fold(
         stored = _load_oof(earlier[0].info.run_id)
         if stored is not None:
             run = earlier[0]
-            metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("val/")}
+            metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("best/val_")}
             return FoldRun(
                 repeat, fold, run.info.run_id, stored[0], stored[1], metrics, reused=True
             )
@@ -196,7 +196,7 @@ def _run_fold(
         result.model, fold_data.val_images, batch_size=config.train.eval_batch_size
     )
     _log_oof(result.run_id, val_idx, probabilities)
-    metrics = {k: v for k, v in result.final_metrics.items() if k.startswith("val/")}
+    metrics = {k: v for k, v in result.final_metrics.items() if k.startswith("best/val_")}
     return FoldRun(repeat, fold, result.run_id, val_idx, probabilities, metrics)
 
 
@@ -249,7 +249,7 @@ def _summary(
     repeats, their spread over repeats."""
     summary: dict[str, float] = {}
     for name in FOLD_METRICS:
-        values = [f.metrics[f"val/{name}"] for f in folds if f"val/{name}" in f.metrics]
+        values = [f.metrics[f"best/val_{name}"] for f in folds if f"best/val_{name}" in f.metrics]
         if values:
             summary[f"cv/{name}_mean"] = float(np.mean(values))
             summary[f"cv/{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

@@ -171,7 +171,7 @@ def _final_evaluation(
     run_id: str | None,
     device: torch.device,
 ) -> dict[str, float]:
-    """Val and held-out test metrics of the best weights (`val/...`, `test/...`); the confusion
+    """Val and held-out test metrics of the best weights (`best/val_...`, `test/...`); the confusion
     matrix and the per-class and per-octave tables of the last set, as artifacts."""
     results: dict[str, float] = {}
     sets = [("val", data.val_images, data.val_labels)]
@@ -188,7 +188,9 @@ def _final_evaluation(
         probs = torch.softmax(logits, 1).numpy()
         preds = probs.argmax(1)
         summary = pitch_metrics.evaluate_predictions(labels, preds, probs)
-        results.update({f"{name}/{key}": value for key, value in summary.items()})
+        # the best weights' scores: best/val_... (one point beside the val/ curves), test/...
+        prefix = "best/val_" if name == "val" else f"{name}/"
+        results.update({f"{prefix}{key}": value for key, value in summary.items()})
         if run_id is not None and name == sets[-1][0]:
             with tempfile.TemporaryDirectory() as tmp:
                 cm = pitch_metrics.confusion_matrix(labels, preds)
@@ -323,7 +325,7 @@ def describe_run(
     metrics = result.final_metrics
     scores = [
         f"{key} {metrics[key]:.4f}"
-        for key in ("val/accuracy", "test/accuracy", "test/semitone_mae")
+        for key in ("best/val_accuracy", "test/accuracy", "test/semitone_mae")
         if key in metrics
     ]
     stopped = f" ({result.stop_reason})" if result.stop_reason else ""
@@ -432,7 +434,7 @@ def _train(
         headline = {
             k: v
             for k, v in result.final_metrics.items()
-            if k.split("/")[-1] in pitch_metrics.HEADLINE
+            if k.split("/")[-1].removeprefix("val_") in pitch_metrics.HEADLINE
         }
         # linked to the logged predictor too, so the Models tab shows them beside it
         tracking.log_metrics(
@@ -459,25 +461,30 @@ def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str)
     """Log the final model: the image-taking pyfunc predictor, and the raw torch module.
 
     `model` holds the best weights. Both are named after the architecture (`bn_cnn`, and
-    `bn_cnn-torch`). The predictor (`mnr.tracking.serving`) is what `model_registry.register_run`
-    registers and what `mnr predict` and `mlflow models serve` load; the raw module stays for
-    `mlflow.pytorch.load_model`. Returns the predictor's model id and the raw module's URI.
+    `bn_cnn-torch`). The predictor (`mnr.tracking.serving`) is what is registered (with
+    `tracking.register`) and what `mnr predict` and `mlflow models serve` load; the raw module
+    stays for `mlflow.pytorch.load_model`. Returns the predictor's model id, and the URI to
+    use it by: its registered version, else the logged model.
     """
     from mnr.config import to_dict
-    from mnr.tracking import serving
+    from mnr.tracking import model_registry, serving
 
     height, width = config.data.input_size
     # batch 1 would pin the exported batch size
     example = np.zeros((2, model.input_config.in_chans, height, width), dtype=np.float32)
     model.eval()
     predictor = serving.log_predictor(
-        model,
-        config=to_dict(config),
-        run_id=run_id,
-        name=config.model.name,
-        registered_name=config.tracking.register,
+        model, config=to_dict(config), run_id=run_id, name=config.model.name
     )
-    torch_uri = tracking.log_pytorch_model(
+    tracking.log_pytorch_model(
         model, run_id=run_id, input_example=example, name=f"{config.model.name}-torch"
     )
-    return predictor.model_id, torch_uri
+    uri = f"models:/{predictor.model_id}"
+    if config.tracking.register:
+        version = model_registry.register_logged(
+            predictor.model_id,
+            name=config.tracking.register,
+            description=f"{config.model.name} from run {run_id}",
+        )
+        uri = f"models:/{config.tracking.register}/{version.version}"
+    return predictor.model_id, uri

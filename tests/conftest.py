@@ -106,3 +106,16 @@ def styled(tmp_path_factory: pytest.TempPathFactory):
         return made[key]
 
     return make
+
+
+def torch_model_uri(run_id: str) -> str:
+    """The URI of the raw torch module a run logged (tagged mnr.kind=torch, named MODEL-torch)."""
+    import mlflow
+
+    run = mlflow.MlflowClient().get_run(run_id)
+    (found,) = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"tags.`mnr.kind` = 'torch' AND source_run_id = '{run_id}'",
+        output_format="list",
+    )
+    return f"models:/{found.model_id}"

@@ -57,7 +57,7 @@ def test_a_plain_run_shows_its_epochs_and_no_library_noise(
     )  # one line an epoch
     for noise in NOISE:
         assert noise not in out + err, noise
-    assert "FINISHED: val/accuracy=" in out and "model: models:/" in out
+    assert "FINISHED: best/val_accuracy=" in out and "model: models:/" in out
 
 
 @pytest.mark.slow
@@ -139,7 +139,13 @@ def test_runs_carry_a_description_a_source_and_metrics_in_sections(
         and "test/accuracy" in description
     )
     assert run.data.tags["mlflow.source.name"] == "mnr train"
-    assert {key.split("/")[0] for key in run.data.metrics} <= {"train", "val", "test", "system"}
+    assert {key.split("/")[0] for key in run.data.metrics} <= {
+        "train",
+        "val",
+        "best",
+        "test",
+        "system",
+    }
     assert not any(
         "accuracy_octave" in key for key in run.data.metrics
     )  # per-octave detail is a table
@@ -153,7 +159,7 @@ def test_runs_carry_a_description_a_source_and_metrics_in_sections(
     named = {model.name: model for model in models}
     assert set(named) == {"bn_cnn", "bn_cnn-torch"}  # named after the architecture
     linked = {metric.key for metric in named["bn_cnn"].metrics or []}
-    assert {"test/accuracy", "val/accuracy"} <= linked  # the Models tab shows them beside it
+    assert {"test/accuracy", "best/val_accuracy"} <= linked  # the Models tab shows them beside it
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(
         run.data.metrics
     )

@@ -337,7 +337,7 @@ def test_models_registered_lists_versions_aliases_and_accuracy(store: Trained) -
     assert result.exit_code == 0, result.output
     header, row = result.output.strip().splitlines()[:2]
     assert header.split() == ["NAME", "VERSION", "ALIASES", "VAL_ACC", "RUN_ID"]
-    val_accuracy = tracking.client().get_run(store.run_id).data.metrics["val/accuracy"]
+    val_accuracy = tracking.client().get_run(store.run_id).data.metrics["best/val_accuracy"]
     assert row.split() == [NAME, "1", "champion", f"{val_accuracy:.4f}", store.run_id]
     rows = model_registry.list_registered(NAME)
     assert rows[0]["aliases"] == ["champion"] and rows[0]["val_accuracy"] == pytest.approx(

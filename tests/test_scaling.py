@@ -121,7 +121,7 @@ def test_train_tracks_everything_on_the_server(
     assert run.data.params["train.epochs"] == "2"
     assert run.data.params["data.input_size"] == "[32, 32]"
     assert len(client.get_metric_history(run_id, "val/acc")) == 2
-    assert {"val/accuracy", "test/accuracy", "train/epochs_run"} <= set(run.data.metrics)
+    assert {"best/val_accuracy", "test/accuracy", "train/epochs_run"} <= set(run.data.metrics)
 
     artifacts = {f.path for f in client.list_artifacts(run_id)}
     assert {
@@ -334,8 +334,8 @@ def test_torchrun_two_processes_match_one_and_log_one_run(
     for one, two in zip(history["single"]["val/loss"], history["ddp"]["val/loss"], strict=True):
         assert math.isclose(one, two, abs_tol=LOSS_TOLERANCE), history
     single_acc, ddp_acc = (
-        runs["single"].data.metrics["val/accuracy"],
-        ddp_run.data.metrics["val/accuracy"],
+        runs["single"].data.metrics["best/val_accuracy"],
+        ddp_run.data.metrics["best/val_accuracy"],
     )
     assert abs(single_acc - ddp_acc) <= ACC_TOLERANCE, history
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY, cli_overrides
+from conftest import TINY, cli_overrides, torch_model_uri
 
 from mnr.cli import main
 from mnr.config import DEFAULT_INPUT_SIZE, AugmentConfig, resolve_config
@@ -108,7 +108,7 @@ def test_train_tracks_everything_in_one_run(synth_root: Path) -> None:
     assert run.data.params["layout.box"] == "[0, 0, 520, 394]"  # the built-in style is full-bleed
     layout_files = {a.path for a in client.list_artifacts(result.run_id, "layout")}
     assert layout_files == {"layout/layout.json", "layout/layout_preview.png"}
-    loaded = mlflow.pytorch.load_model(result.model_uri)
+    loaded = mlflow.pytorch.load_model(torch_model_uri(result.run_id))
     logits = loaded(torch.zeros(3, 1, 32, 32))  # one value channel in
     assert tuple(logits.shape) == (3, 88)
 

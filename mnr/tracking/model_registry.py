@@ -28,7 +28,8 @@ from mnr.tracking.store import client, configure_tracking, tracking_uri
 
 __all__ = ["format_registered", "list_registered", "promote", "register_logged", "register_run"]
 
-_ACCURACY_METRICS = ("val/accuracy", "val/acc")  # final evaluation first, else the last epoch's
+# the best weights' final evaluation first, else the last epoch's
+_ACCURACY_METRICS = ("best/val_accuracy", "val/acc")
 
 
 def _client() -> Any:
@@ -68,8 +69,15 @@ def register_logged(
         # reports the version in its own words
         with contextlib.redirect_stderr(io.StringIO()):
             version = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
+        client = _client()
         if description:
-            _client().update_model_version(name, version.version, description=description)
+            client.update_model_version(name, version.version, description=description)
+        if not client.get_registered_model(name).description:
+            client.update_registered_model(
+                name,
+                description="An mnr predictor: give it spectrogram PNGs (paths, bytes or base64), it names "
+                "the piano key of each (`mnr predict models:/NAME@ALIAS FOLDER`, `mlflow models serve`).",
+            )
     except MlflowException as exc:
         raise MnrError(
             f"cannot register {what or model_id} as {name!r}: {mlflow_error(exc)}"
@@ -124,7 +132,7 @@ def list_registered(pattern: str | None = None) -> list[dict[str, Any]]:
 
     `pattern` filters model names with shell wildcards (``piano*``), as `mnr models` does. Each
     row has name, version, aliases (list), run_id, val_accuracy (of the source run: its final
-    ``val/accuracy``, else its last ``val/acc``; None when unknown), status and created (ms).
+    ``best/val_accuracy``, else its last ``val/acc``; None when unknown), status and created (ms).
     """
     from mlflow.exceptions import MlflowException
 

@@ -123,7 +123,7 @@ def tracked_run(
         with tracked_run(experiment="mnr", run_name="try-1") as run_id:
             log_metrics(run_id, {"val/acc": 0.9})
     """
-    tags = dict(tags or {})
+    tags = {"mlflow.user": _user(), **(tags or {})}
     if description is not None:
         tags[DESCRIPTION_TAG] = description
     if source is not None:
@@ -147,6 +147,16 @@ def tracked_run(
         if monitor is not None:
             monitor.finish()
         _end_run(run_id, status)
+
+
+def _user() -> str:
+    """Who runs it, for the UI's "Created by" (MLflow's fluent API sets it; a client run does not)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in a container without /etc/passwd entry
+        return "unknown"
 
 
 def _system_metrics(run_id: str) -> Any:

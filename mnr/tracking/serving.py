@@ -123,7 +123,6 @@ def log_predictor(
     run_id: str,
     name: str,
     tta: int = 1,
-    registered_name: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> Any:
     """Log the predictor for `models` (one trained model, or an ensemble's) to run `run_id`.
@@ -170,11 +169,15 @@ def log_predictor(
                 tags={KIND_TAG: PREDICTOR, **(tags or {})},
                 python_model=str(Path(__file__).resolve()),
                 artifacts=artifacts,
-                model_config={"tta": int(tta), "members": len(members)},
+                # what a prediction needs before torch is even imported (`models.predictor_files`)
+                model_config={
+                    "tta": int(tta),
+                    "members": len(members),
+                    "input_config": input_config.to_dict(),
+                },
                 signature=predictor_signature(tta=tta),
                 input_example=example,
                 pip_requirements=requirements(),
-                registered_model_name=registered_name,
             )
 
 

@@ -123,7 +123,10 @@ def experiment_id(name: str) -> str:
                 )
             return found.experiment_id
         try:
-            return mlflow_client.create_experiment(name)
+            # the kind MLflow's UI opens in its "Model training" view (not the GenAI one)
+            return mlflow_client.create_experiment(
+                name, tags={"mlflow.experimentKind": "custom_model_development"}
+            )
         except MlflowException:
             time.sleep(0.2)  # another process created it first
     raise MnrError(f"could not create MLflow experiment {name!r}")
