@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from mnr.data.folder import ImageSet, Problem
 from mnr.errors import MnrError
 
-__all__ = ["cpu_count", "map_images", "process_map"]
+__all__ = ["ImageMap", "cpu_count", "map_images", "process_map"]
 
 _CHUNK = 32  # images per worker task: amortises inter-process transfer
 _ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -78,13 +78,30 @@ def process_map(
     `chunksize` items go to a worker at a time (default: about 8 chunks per worker, at most 16).
     `fresh` spawns the workers (a new interpreter each, whose BLAS starts with one thread).
     """
+    pool, results = _start(
+        func, items, workers=workers, ordered=ordered, chunksize=chunksize, fresh=fresh
+    )
+    try:
+        yield from results
+    finally:
+        if pool is not None:
+            pool.terminate()  # a consumer that stops early leaves no worker behind
+            pool.join()
+
+
+def _start(
+    func: Callable[[Any], Any],
+    items: Sequence[Any],
+    *,
+    workers: int | None,
+    ordered: bool,
+    chunksize: int | None,
+    fresh: bool,
+) -> tuple[Any, Iterator[Any]]:
+    """The pool (None in-process) and the iterator of results, the work already under way."""
     workers = max(1, min(int(workers or cpu_count()), len(items)))
     if workers == 1:  # one BLAS thread here too, so that the results match the workers' bit for bit
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield from map(func, items)
-        return
+        return None, _in_process(func, items)
     saved = {name: os.environ.get(name) for name in _ONE_THREAD}
     os.environ.update(_ONE_THREAD)  # read by each child's BLAS as it starts
     try:
@@ -96,10 +113,16 @@ def process_map(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    with pool:
-        chunk = chunksize or max(1, min(16, len(items) // (workers * 8)))
-        mapper = pool.imap if ordered else pool.imap_unordered
-        yield from mapper(func, items, chunksize=chunk)
+    chunk = chunksize or max(1, min(16, len(items) // (workers * 8)))
+    mapper = pool.imap if ordered else pool.imap_unordered
+    return pool, mapper(func, items, chunksize=chunk)  # imap hands out tasks from now on
+
+
+def _in_process(func: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield from map(func, items)
 
 
 @dataclass(frozen=True)
@@ -119,6 +142,59 @@ def _run_chunk(task: tuple[Callable[..., Any], list[str], list[str]]) -> list[An
     return out
 
 
+class ImageMap:
+    """`func(path, name=...)` over every image of a set, started now and collected later.
+
+    The worker processes start and take their first chunks as soon as this is created, so the
+    caller can do other work meanwhile: `mnr predict` loads torch and the model while its PNGs
+    are being decoded. `collect` gathers the results in order.
+    """
+
+    def __init__(
+        self, func: Callable[..., Any], image_set: ImageSet, *, workers: int | None = None
+    ) -> None:
+        count = len(image_set)
+        paths = [str(image_set.path(i)) for i in range(count)]
+        names = list(image_set.filenames)
+        tasks = [
+            (func, paths[i : i + _CHUNK], names[i : i + _CHUNK]) for i in range(0, count, _CHUNK)
+        ]
+        self.image_set = image_set
+        # the workers are busy from here on
+        self._pool, self._results = _start(
+            _run_chunk, tasks, workers=workers, ordered=True, chunksize=1, fresh=False
+        )
+
+    def collect(
+        self, *, progress: bool = True, desc: str = "decoding"
+    ) -> tuple[list[Any], list[Problem]]:
+        """The results in order (None where it failed) and one `Problem` per failure, located at
+        the image's truth.txt line."""
+        results: list[Any] = []
+        problems: list[Problem] = []
+        try:
+            with tqdm(
+                total=len(self.image_set), desc=desc, unit="img", disable=not progress
+            ) as bar:
+                for chunk in self._results:
+                    for item in chunk:
+                        if isinstance(item, _Failure):
+                            problems.append(self.image_set.problem_for(len(results), item.message))
+                            item = None
+                        results.append(item)
+                    bar.update(len(chunk))
+        finally:
+            self.close()
+        return results, problems
+
+    def close(self) -> None:
+        """Stop the workers (done by `collect`; for a caller that gives up before it)."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+
 def map_images(
     func: Callable[..., Any],
     image_set: ImageSet,
@@ -130,20 +206,6 @@ def map_images(
     """Apply `func(path, name=...)` to every image, in parallel over processes, in order.
 
     Returns the results (None where it failed) and one `Problem` per failure, located at the
-    image's truth.txt line.
+    image's truth.txt line, so that a broken folder is diagnosed in one pass.
     """
-    count = len(image_set)
-    paths = [str(image_set.path(i)) for i in range(count)]
-    names = list(image_set.filenames)
-    tasks = [(func, paths[i : i + _CHUNK], names[i : i + _CHUNK]) for i in range(0, count, _CHUNK)]
-    results: list[Any] = []
-    problems: list[Problem] = []
-    with tqdm(total=count, desc=desc, unit="img", disable=not progress) as bar:
-        for chunk in process_map(_run_chunk, tasks, workers=workers, chunksize=1):
-            for item in chunk:
-                if isinstance(item, _Failure):
-                    problems.append(image_set.problem_for(len(results), item.message))
-                    item = None
-                results.append(item)
-            bar.update(len(chunk))
-    return results, problems
+    return ImageMap(func, image_set, workers=workers).collect(progress=progress, desc=desc)

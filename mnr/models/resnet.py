@@ -5,18 +5,24 @@ torchvision's ResNet ends in adaptive average pooling, so it accepts any input s
 `pretrained=True`, which downloads torchvision's ImageNet weights (about 45 MB, so it needs
 network access the first time; torch caches them under $TORCH_HOME) and normalises inputs with
 ImageNet's statistics, which those weights were trained with.
+
+torchvision is imported when a ResNet is built, not when mnr's models are registered: importing
+it pulls in torch._dynamo (about a second), which predicting with a bn_cnn does not need.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
-from torchvision.models import ResNet, ResNet18_Weights
-from torchvision.models import resnet18 as _tv_resnet18
 
 from mnr.config import DEFAULT_INPUT_SIZE
 from mnr.errors import MnrError
 from mnr.models.registry import InputConfig, register_model
+
+if TYPE_CHECKING:
+    from torchvision.models import ResNet
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -47,6 +53,9 @@ def resnet18(
     pretrained: bool = False,
 ) -> ResNet:
     """torchvision ResNet-18 (11M params); -s model.pretrained=true downloads ImageNet weights."""
+    from torchvision.models import ResNet18_Weights
+    from torchvision.models import resnet18 as _tv_resnet18
+
     if not pretrained:
         model = _tv_resnet18(weights=None, num_classes=num_classes)
         _adapt_first_conv(model, in_chans)

@@ -41,6 +41,7 @@ from mnr.predict.folder import (
     FolderPredictions,
     list_images,
     predict_folder,
+    predict_model_on_folder,
     write_error_report,
     write_predictions,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "model_from_checkpoint",
     "prediction_frame",
     "predict_folder",
+    "predict_model_on_folder",
     "write_error_report",
     "write_predictions",
 ]

@@ -23,8 +23,9 @@ import numpy as np
 from mnr.data.detection import check_folder_layout
 from mnr.data.folder import ImageSet, Problem, scan_folder
 from mnr.data.images import decode_png
+from mnr.data.parallel import ImageMap
 from mnr.errors import MnrError
-from mnr.predict.predictor import Predictor, prediction_frame
+from mnr.predict.predictor import Predictor
 
 __all__ = [
     "FolderPredictions",
@@ -101,6 +102,56 @@ def list_images(folder: str | os.PathLike, *, truth: str | os.PathLike | None = 
     return image_set
 
 
+def predict_model_on_folder(
+    model_uri: str,
+    folder: str | os.PathLike | ImageSet,
+    *,
+    device: str | None = "auto",
+    batch_size: int | None = None,
+    tta: int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> FolderPredictions:
+    """`predict_folder` with the predictor behind `model_uri`, from a cold start.
+
+    What `mnr predict` runs. The model's input config is read first (from the logged model's
+    metadata, without torch), so that the images are being decoded in worker processes while
+    torch is imported and the weights are loaded; that overlap is most of a cold start's time.
+    """
+    from mnr.data.layout import FigureLayout
+    from mnr.predict.predictor import checkpoint_path, load_predictor
+    from mnr.tracking.models import predictor_files
+
+    image_set = folder if isinstance(folder, ImageSet) else list_images(folder)
+    if checkpoint_path(model_uri) is not None:
+        predictor = load_predictor(model_uri, device=device, batch_size=batch_size, tta=tta)
+        return predict_folder(predictor, image_set, workers=workers, progress=progress)
+    files = predictor_files(model_uri)
+    decoding = None
+    if files.input_config is not None and len(image_set) <= _DECODE_CHUNK:
+        layout = files.input_config.get("layout")
+        layout = FigureLayout.from_dict(layout) if layout else None
+        if layout is not None and len(image_set) > 1:
+            check_folder_layout(image_set, layout)
+        size = tuple(files.input_config["input_size"])
+        decoding = ImageMap(
+            partial(decode_png, size=size, layout=layout), image_set, workers=workers
+        )
+    try:
+        from mnr.engine import resolve_device
+
+        predictor = Predictor.from_checkpoints(
+            files.checkpoints, model_module=files.model_module, batch_size=batch_size, tta=tta or files.tta,
+            device=resolve_device(device) if device is not None else None,
+        )  # fmt: skip
+        return predict_folder(
+            predictor, image_set, workers=workers, progress=progress, decoding=decoding
+        )
+    finally:
+        if decoding is not None:
+            decoding.close()
+
+
 def predict_folder(
     predictor: Predictor,
     folder: str | os.PathLike | ImageSet,
@@ -108,20 +159,20 @@ def predict_folder(
     truth: str | os.PathLike | None = None,
     workers: int | None = None,
     progress: bool = True,
+    decoding: ImageMap | None = None,
 ) -> FolderPredictions:
     """Predict every image of a folder (or of `list_images`' set), in sorted filename order.
 
     Images are decoded by `decode_png` in parallel processes (`map_images`), a bounded chunk at
     a time, and go through the model in `predictor.batch_size` batches. A broken file does not
     stop the rest: it becomes a `Problem` in the result. A folder with no PNGs is an `MnrError`.
+    `decoding` is the set's decoding already started for this predictor (all of it in one chunk).
     """
     from tqdm.auto import tqdm
 
-    from mnr.data.parallel import map_images
-
     image_set = folder if isinstance(folder, ImageSet) else list_images(folder, truth=truth)
     problems = list(image_set.errors)
-    if predictor.layout is not None and len(image_set) > 1:
+    if decoding is None and predictor.layout is not None and len(image_set) > 1:
         check_folder_layout(image_set, predictor.layout)
     decode = partial(decode_png, size=predictor.input_size, layout=predictor.layout)
     names: list[str] = []
@@ -130,7 +181,9 @@ def predict_folder(
     with tqdm(total=len(image_set), desc="predicting", unit="img", disable=not progress) as bar:
         for start in range(0, len(image_set), _DECODE_CHUNK):
             chunk = _subset(image_set, start, start + _DECODE_CHUNK)
-            decoded, failures = map_images(decode, chunk, workers=workers, progress=False)
+            if decoding is None or start > 0:
+                decoding = ImageMap(decode, chunk, workers=workers)
+            decoded, failures = decoding.collect(progress=False)
             problems.extend(failures)
             good = [i for i, array in enumerate(decoded) if array is not None]
             if good:
@@ -179,12 +232,19 @@ def write_predictions(
         raise MnrError(
             f"--id-column and --label-column must be two different names, got {id_column!r} and {label_column!r}"
         )
-    frame = prediction_frame(result.probabilities, top_k=top_k)
-    extra = (
-        [f"top{r}_{what}" for r in range(1, top_k + 1) for what in ("label", "note", "probability")]
-        if top_k > 1
-        else []
-    )
+    from mnr.labels import label_to_name
+
+    if not 1 <= int(top_k) <= result.probabilities.shape[1]:
+        raise MnrError(f"top_k must be between 1 and {result.probabilities.shape[1]}, got {top_k}")
+    # the top k straight from the probabilities: no DataFrame (pandas costs half a second to import)
+    order = np.argsort(-result.probabilities, axis=1, kind="stable")[:, : max(top_k, 1)]
+    header = [id_column, label_column]
+    if top_k > 1:
+        header += [
+            f"top{r}_{what}"
+            for r in range(1, top_k + 1)
+            for what in ("label", "note", "probability")
+        ]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
@@ -193,15 +253,20 @@ def write_predictions(
     try:
         with os.fdopen(fd, "w", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow([id_column, label_column, *extra])
-            for name, row in zip(result.filenames, frame.itertuples(index=False), strict=True):
-                values = row._asdict()
+            writer.writerow(header)
+            for name, probabilities, top in zip(
+                result.filenames, result.probabilities, order, strict=True
+            ):
                 shown = os.path.splitext(name)[0] if strip_extension else name
-                cells = [
-                    f"{v:.6f}" if k.endswith("probability") else v
-                    for k, v in ((k, values[k]) for k in extra)
-                ]
-                writer.writerow([shown, int(values["label"]), *cells])
+                cells = []
+                if top_k > 1:
+                    for label in top:
+                        cells += [
+                            int(label),
+                            label_to_name(int(label)),
+                            f"{probabilities[label]:.6f}",
+                        ]
+                writer.writerow([shown, int(top[0]), *cells])
         os.replace(tmp, output)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -291,7 +291,7 @@ def _check_top_k(top_k: Any, num_classes: int) -> int:
     return value
 
 
-def _checkpoint_path(model_uri: str) -> Path | None:
+def checkpoint_path(model_uri: str) -> Path | None:
     """The checkpoint file `model_uri` names, or None when it is a model URI or folder."""
     text = model_uri.removeprefix("file://")
     if len(urlparse(text).scheme) > 1:  # models:/, runs:/, http://; one letter is a Windows drive
@@ -310,8 +310,9 @@ def load_predictor(
     """The predictor behind `model_uri`: ``models:/NAME@alias``, ``models:/NAME/VERSION``,
     ``runs:/RUN_ID`` (that run's predictor), a local model folder, or a checkpoint file (``.pt``).
 
-    A checkpoint is turned into a predictor in-process; anything else is loaded as the MLflow
-    pyfunc that `mnr train` logged and unwrapped to the same `Predictor`. `tta` overrides the
+    A checkpoint is turned into a predictor in-process; for anything else the files of the
+    MLflow pyfunc that `mnr train` logged are read (`tracking.models.predictor_files`) and made
+    into the same `Predictor` its `load_context` builds. `tta` overrides the
     number of test-time shifts logged with the model (None keeps it). A model that does not
     exist, a store that does not answer, or a model that is not an mnr predictor (the raw torch
     module, logged as ``MODEL-torch``) is an `MnrError` saying what to do.
@@ -319,21 +320,15 @@ def load_predictor(
     from mnr.engine import resolve_device
 
     resolved = resolve_device(device) if device is not None else None
-    checkpoint = _checkpoint_path(model_uri)
+    checkpoint = checkpoint_path(model_uri)
     if checkpoint is not None:
         return Predictor.from_checkpoints(
             [checkpoint], device=resolved, batch_size=batch_size, tta=tta or 1
         )
-    from mnr.tracking.models import load_python_model
+    from mnr.tracking.models import predictor_files
 
-    python_model = load_python_model(model_uri)
-    predictor = getattr(python_model, "predictor", None)
-    if not isinstance(predictor, Predictor):
-        raise MnrError(
-            f"{model_uri} is not an mnr predictor; use the predictor that `mnr train` logs "
-            "(runs:/RUN_ID, or a registered version of it)"
-        )
-    predictor.with_options(batch_size=batch_size, tta=tta)
-    if resolved is not None:
-        predictor.to(resolved)
-    return predictor
+    files = predictor_files(model_uri)
+    return Predictor.from_checkpoints(
+        files.checkpoints, model_module=files.model_module, device=resolved, batch_size=batch_size,
+        tta=tta or files.tta,
+    )  # fmt: skip

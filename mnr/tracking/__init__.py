@@ -7,14 +7,15 @@
 - `serving`: the image-taking pyfunc predictor (logged as code), imported where it is used.
 - `model_registry`: registering predictors, aliases, listing versions, imported where it is used.
 
-The common names are importable from `mnr.tracking` itself.
+The common names are importable from `mnr.tracking` itself. `MlflowLogger` (the engine
+callback, `logger`) loads on first use, since it needs torch and `mnr predict` reads a model's
+files before importing torch.
 """
 
 from __future__ import annotations
 
 from mnr.tracking.models import find_predictor, log_pytorch_model, mlflow_error, requirements
 from mnr.tracking.recording import (
-    MlflowLogger,
     log_artifact,
     log_dataset,
     log_metrics,
@@ -62,3 +63,11 @@ __all__ = [
     "tracked_run",
     "tracking_uri",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "MlflowLogger":  # imported on first use: it needs the engine, and so torch
+        from mnr.tracking.logger import MlflowLogger
+
+        return MlflowLogger
+    raise AttributeError(f"module 'mnr.tracking' has no attribute {name!r}")

@@ -5,6 +5,7 @@ The predictor itself (the pyfunc that takes images) is `mnr.tracking.serving`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,7 +19,6 @@ from mnr.tracking.store import client, configure_tracking, tracking_uri
 
 __all__ = [
     "find_predictor",
-    "load_python_model",
     "log_pytorch_model",
     "mlflow_error",
     "requirements",
@@ -101,38 +101,132 @@ def find_predictor(run_id: str) -> Any:
     )
 
 
-def load_python_model(model_uri: str) -> Any:
-    """Load an MLflow pyfunc and return its Python model; MLflow's failures become MnrErrors.
+@dataclass(frozen=True)
+class PredictorFiles:
+    """A logged mnr predictor on local disk: its checkpoints, the user's model file if any, the
+    TTA shifts and the input config it was logged with (None for a predictor logged before mnr
+    stored it there; the checkpoints hold it too)."""
 
-    `runs:/RUN_ID` alone means that run's predictor.
+    checkpoints: tuple[Path, ...]
+    model_module: Path | None
+    tta: int
+    input_config: dict[str, Any] | None
+
+
+def predictor_files(model_uri: str) -> PredictorFiles:
+    """The files of the predictor behind a model URI or a local model folder, without loading it.
+
+    `mnr predict` reads these directly rather than through `mlflow.pyfunc.load_model`, which
+    would import pandas, check the environment's packages against the model's requirements
+    (only to warn), and copy the model once more: a second or two before the first image. The
+    predictor is the same (`mnr.predict.Predictor` from these checkpoints is what the pyfunc's
+    `load_context` builds). A registered or logged model is downloaded once into the cache
+    (logged models never change); a run's predictor is found by its tag.
     """
-    scheme = urlparse(model_uri).scheme
-    if scheme in ("models", "runs"):
-        configure_tracking(check=True)  # an unreachable server fails in seconds, not minutes
-        if scheme == "runs" and len(model_uri.removeprefix("runs:/").strip("/").split("/")) == 1:
-            model_uri = (
-                f"models:/{find_predictor(model_uri.removeprefix('runs:/').strip('/')).model_id}"
-            )
-    elif scheme == "" and not Path(model_uri).expanduser().exists():
-        raise MnrError(
-            f"{model_uri!r} is neither a model URI (models:/NAME@alias, models:/NAME/VERSION, "
-            "runs:/RUN_ID) nor an existing checkpoint file or model folder"
-        )
-    import mlflow.pyfunc
+    import yaml
 
+    folder = _model_folder(model_uri)
     try:
-        loaded = mlflow.pyfunc.load_model(model_uri)
+        meta = yaml.safe_load((folder / "MLmodel").read_text())
+        flavor = meta["flavors"]["python_function"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        raise MnrError(
+            f"{model_uri} is not an MLflow model (no readable MLmodel in {folder})"
+        ) from None
+    if not str(flavor.get("model_code_path", "")).endswith("serving.py"):
+        raise MnrError(
+            f"{model_uri} is not an mnr predictor; use the predictor that `mnr train` logs "
+            "(runs:/RUN_ID, or a registered version of it)"
+        )
+    artifacts = {
+        key: folder / value["path"] for key, value in (flavor.get("artifacts") or {}).items()
+    }
+    members = sorted(
+        (key for key in artifacts if key.startswith("checkpoint")),
+        key=lambda key: int(key.rpartition("_")[2] or 0) if key != "checkpoint" else 0,
+    )
+    config = flavor.get("config") or {}
+    return PredictorFiles(
+        checkpoints=tuple(artifacts[key] for key in members),
+        model_module=artifacts.get("model_module"),
+        tta=int(config.get("tta", 1)),
+        input_config=config.get("input_config"),
+    )
+
+
+def _model_folder(model_uri: str) -> Path:
+    """A local folder holding the model: the folder given, or the logged model's, cached."""
+    scheme = urlparse(model_uri).scheme
+    if scheme not in ("models", "runs"):
+        folder = Path(model_uri.removeprefix("file://")).expanduser()
+        if not (folder / "MLmodel").is_file():
+            raise MnrError(
+                f"{model_uri!r} is neither a model URI (models:/NAME@alias, models:/NAME/VERSION, "
+                "runs:/RUN_ID) nor a model folder or checkpoint file"
+            )
+        return folder
+    configure_tracking(check=True)  # an unreachable server fails in seconds, not minutes
+    model_id = _model_id(model_uri)
+    from mnr import settings
+
+    folder = settings.cache_dir() / "models" / model_id
+    if (folder / "MLmodel").is_file():
+        return folder
+    import tempfile
+
+    import mlflow.artifacts
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}", dst_path=tmp)
+        except MlflowException as exc:
+            raise MnrError(f"cannot download model {model_uri}: {mlflow_error(exc)}") from None
+        try:
+            Path(tmp).rename(folder)  # whole or not at all; another process may have won
+        except OSError:
+            pass
+    return folder
+
+
+def _model_id(model_uri: str) -> str:
+    """The logged model a models:/ or runs:/ URI names (an alias is resolved every time)."""
+    path = model_uri.split(":/", 1)[1].strip("/")
+    try:
+        if model_uri.startswith("runs:"):
+            run_id, _, name = path.partition("/")
+            if not name:
+                return find_predictor(run_id).model_id
+            run = client().get_run(run_id)
+            found = mlflow.search_logged_models(
+                experiment_ids=[run.info.experiment_id],
+                filter_string=f"name = '{name}' AND source_run_id = '{run_id}'",
+                output_format="list",
+            )
+            if not found:
+                raise MnrError(f"run {run_id} logged no model named {name!r}")
+            return found[0].model_id
+        if path.startswith("m-") and "/" not in path and "@" not in path:
+            return path
+        if "@" in path:
+            name, alias = path.split("@", 1)
+            return _logged_model_of(client().get_model_version_by_alias(name, alias), model_uri)
+        name, _, version = path.rpartition("/")
+        return _logged_model_of(client().get_model_version(name, version), model_uri)
     except MlflowException as exc:
         raise MnrError(
             f"cannot load model {model_uri}: {mlflow_error(exc)}. "
             "List registered models with `mnr models --registered`."
         ) from None
-    except OSError as exc:
-        raise MnrError(f"cannot load model {model_uri}: {exc}") from None
-    try:
-        return loaded.unwrap_python_model()
-    except MlflowException:
-        raise MnrError(
-            f"{model_uri} is not an mnr predictor (it has no Python model); use the predictor that "
-            "`mnr train` logs, e.g. runs:/RUN_ID or a registered version of it"
-        ) from None
+
+
+def _logged_model_of(version: Any, model_uri: str) -> str:
+    """The logged model a registered version points at (mnr registers logged models)."""
+    if version.model_id:
+        return version.model_id
+    source = str(version.source or "")
+    if source.startswith("models:/m-"):
+        return source.removeprefix("models:/")
+    raise MnrError(
+        f"{model_uri} points at {source!r}, not at a logged mnr predictor; register one with `mnr register`"
+    )

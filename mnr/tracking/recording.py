@@ -1,8 +1,5 @@
-"""What a run records: params, metrics, artifacts and datasets, and the per-epoch logger.
-
-Per-epoch metrics are logged asynchronously (`synchronous=False`) so training never waits on the
-store; `tracked_run` flushes them when the run ends.
-"""
+"""What a run records: params, metrics, artifacts and datasets (the per-epoch logger is
+`mnr.tracking.logger`)."""
 
 from __future__ import annotations
 
@@ -12,17 +9,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 
 from mnr.config import ExperimentConfig, flatten, to_dict, to_yaml
-from mnr.engine import Callback, FitContext
 from mnr.errors import MnrError
 from mnr.tracking.store import client
 
 __all__ = [
-    "MlflowLogger",
     "log_artifact",
     "log_dataset",
     "log_metrics",
@@ -67,51 +61,6 @@ def log_dataset(
             )
         ],
     )
-
-
-class MlflowLogger(Callback):
-    """Log per-epoch metrics to one run, without blocking training; only rank 0 logs."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self._client = client()
-
-    def on_fit_start(self, ctx: FitContext) -> None:
-        if ctx.is_main and ctx.history:
-            self._log_missing_epochs(ctx.history)
-
-    def _log_missing_epochs(self, history: list[dict[str, float]]) -> None:
-        """On resume, log the checkpointed epochs whose metrics a killed process never sent.
-
-        Epoch metrics go out asynchronously, so a SIGKILL right after a checkpoint can lose the
-        last epoch's; the checkpoint's history still has them.
-        """
-        now = int(time.time() * 1000)
-        missing = []
-        for key in sorted({key for epoch in history for key in epoch if key != "epoch"}):
-            logged = {m.step for m in self._client.get_metric_history(self.run_id, key)}
-            missing += [
-                Metric(key, float(epoch[key]), now, step)
-                for step, epoch in enumerate(history, start=1)
-                if key in epoch and step not in logged
-            ]
-        for start in range(0, len(missing), 1000):  # MLflow's per-batch limit
-            self._client.log_batch(self.run_id, metrics=missing[start : start + 1000])
-
-    def on_epoch_end(self, ctx: FitContext, metrics: dict[str, float]) -> None:
-        if not ctx.is_main:
-            return
-        now = int(time.time() * 1000)
-        batch = [
-            Metric(key, float(value), now, ctx.epoch)
-            for key, value in metrics.items()
-            if key != "epoch"
-        ]
-        self._client.log_batch(self.run_id, metrics=batch, synchronous=False)
-
-    def on_fit_end(self, ctx: FitContext, status: str) -> None:
-        if ctx.is_main:
-            mlflow.flush_async_logging()
 
 
 def log_metrics(
