@@ -28,6 +28,7 @@ from torch import nn
 from mnr.checkpoint import model_state
 from mnr.config import ExperimentConfig, to_dict
 from mnr.errors import MnrError
+from mnr.optim import make_optimizer, make_scheduler
 from mnr.transforms import augment_batch, to_model_input
 
 __all__ = [
@@ -37,8 +38,6 @@ __all__ = [
     "FitResult",
     "evaluate",
     "fit",
-    "make_optimizer",
-    "make_scheduler",
     "predict_logits",
     "resolve_device",
     "seed_everything",
@@ -126,9 +125,8 @@ class FitResult:
     history: list[dict[str, float]]
     status: str
     epochs: int
-    stop_reason: str = (
-        ""  # why it stopped before train.epochs (early stopping, target); "" if it did not
-    )
+    # why it stopped before train.epochs (early stopping, target); "" if it did not
+    stop_reason: str = ""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -158,51 +156,6 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-def make_optimizer(model: nn.Module, config: ExperimentConfig) -> torch.optim.Optimizer:
-    """sgd (momentum, nesterov), adam or adamw from `config.optim`."""
-    opt = config.optim
-    params = [p for p in model.parameters() if p.requires_grad]
-    if opt.lr <= 0 or not math.isfinite(opt.lr):
-        raise MnrError(f"optim.lr must be a positive number, got {opt.lr}")
-    if opt.name == "sgd":
-        if opt.nesterov and opt.momentum <= 0:
-            raise MnrError("optim.nesterov needs optim.momentum > 0")
-        return torch.optim.SGD(
-            params,
-            lr=opt.lr,
-            momentum=opt.momentum,
-            nesterov=opt.nesterov,
-            weight_decay=opt.weight_decay,
-        )
-    if opt.name == "adam":
-        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
-    return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: ExperimentConfig, *, steps_per_epoch: int
-) -> Any:
-    """none, step, cosine (per epoch) or onecycle (per batch) from `config.scheduler`."""
-    sched, epochs = config.scheduler, config.train.epochs
-    if sched.name == "none":
-        return None
-    if sched.name == "step":
-        return torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=sched.step_size, gamma=sched.gamma
-        )
-    if sched.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, epochs), eta_min=sched.min_lr
-        )
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=config.optim.lr,
-        epochs=max(1, epochs),
-        steps_per_epoch=max(1, steps_per_epoch),
-        pct_start=sched.pct_start,
-    )
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

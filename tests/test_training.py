@@ -16,9 +16,10 @@ from conftest import TINY, cli_overrides, torch_model_uri
 
 from mnr.cli import main
 from mnr.config import DEFAULT_INPUT_SIZE, AugmentConfig, resolve_config
-from mnr.engine import Callback, DivergedError, make_optimizer, make_scheduler
+from mnr.engine import Callback, DivergedError
 from mnr.errors import MnrError
 from mnr.models import create_model
+from mnr.optim import make_optimizer, make_scheduler
 from mnr.training import run_training
 from mnr.transforms import augment_batch, to_model_input
 
