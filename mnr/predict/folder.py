@@ -25,7 +25,7 @@ from mnr.data.folder import ImageSet, Problem, scan_folder
 from mnr.data.images import decode_png
 from mnr.data.parallel import ImageMap
 from mnr.errors import MnrError
-from mnr.predict.predictor import Predictor
+from mnr.predict.predictor import Predictor, predictor_from_files, top_labels
 
 __all__ = [
     "FolderPredictions",
@@ -140,10 +140,12 @@ def predict_model_on_folder(
     try:
         from mnr.engine import resolve_device
 
-        predictor = Predictor.from_checkpoints(
-            files.checkpoints, model_module=files.model_module, batch_size=batch_size, tta=tta or files.tta,
+        predictor = predictor_from_files(
+            files,
             device=resolve_device(device) if device is not None else None,
-        )  # fmt: skip
+            batch_size=batch_size,
+            tta=tta,
+        )
         return predict_folder(
             predictor, image_set, workers=workers, progress=progress, decoding=decoding
         )
@@ -234,10 +236,8 @@ def write_predictions(
         )
     from mnr.labels import label_to_name
 
-    if not 1 <= int(top_k) <= result.probabilities.shape[1]:
-        raise MnrError(f"top_k must be between 1 and {result.probabilities.shape[1]}, got {top_k}")
     # the top k straight from the probabilities: no DataFrame (pandas costs half a second to import)
-    order = np.argsort(-result.probabilities, axis=1, kind="stable")[:, : max(top_k, 1)]
+    order = top_labels(result.probabilities, top_k)
     header = [id_column, label_column]
     if top_k > 1:
         header += [

@@ -28,14 +28,18 @@ if TYPE_CHECKING:  # torch and pandas load lazily: `mnr --help` must stay fast
     import torch
 
     from mnr.data.layout import FigureLayout
+    from mnr.tracking.models import PredictorFiles
 
 __all__ = [
     "CPU_BATCH_PIXELS",
     "GPU_BATCH_SIZE",
     "Predictor",
+    "checkpoint_path",
     "load_predictor",
     "model_from_checkpoint",
     "prediction_frame",
+    "predictor_from_files",
+    "top_labels",
     "tta_shifts",
 ]
 
@@ -264,8 +268,8 @@ def prediction_frame(probabilities: np.ndarray, *, top_k: int = 3) -> pd.DataFra
     probabilities = np.asarray(probabilities)
     if probabilities.ndim != 2:
         raise MnrError(f"probabilities must be N x classes, got shape {probabilities.shape}")
-    top_k = _check_top_k(top_k, probabilities.shape[1])
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    order = top_labels(probabilities, top_k)
+    top_k = order.shape[1]
     top_probs = np.take_along_axis(probabilities, order, axis=1)
     best = order[:, 0]
     columns: dict[str, Any] = {
@@ -279,6 +283,13 @@ def prediction_frame(probabilities: np.ndarray, *, top_k: int = 3) -> pd.DataFra
         columns[f"top{rank + 1}_note"] = [label_to_name(int(v)) for v in order[:, rank]]
         columns[f"top{rank + 1}_probability"] = top_probs[:, rank].astype(np.float64)
     return pd.DataFrame(columns)
+
+
+def top_labels(probabilities: np.ndarray, top_k: int) -> np.ndarray:
+    """N x top_k labels, most probable first (ties: the lower label), for N x classes
+    probabilities; a top_k outside 1..classes is an `MnrError`."""
+    top_k = _check_top_k(top_k, probabilities.shape[1])
+    return np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
 
 
 def _check_top_k(top_k: Any, num_classes: int) -> int:
@@ -327,8 +338,21 @@ def load_predictor(
         )
     from mnr.tracking.models import predictor_files
 
-    files = predictor_files(model_uri)
+    return predictor_from_files(
+        predictor_files(model_uri), device=resolved, batch_size=batch_size, tta=tta
+    )
+
+
+def predictor_from_files(
+    files: PredictorFiles,
+    *,
+    device: torch.device | None = None,
+    batch_size: int | None = None,
+    tta: int | None = None,
+) -> Predictor:
+    """The `Predictor` a logged predictor's files make, as its pyfunc's `load_context` builds it;
+    `tta` None keeps the logged number of shifts."""
     return Predictor.from_checkpoints(
-        files.checkpoints, model_module=files.model_module, device=resolved, batch_size=batch_size,
+        files.checkpoints, model_module=files.model_module, device=device, batch_size=batch_size,
         tta=tta or files.tta,
     )  # fmt: skip

@@ -5,6 +5,7 @@ The predictor itself (the pyfunc that takes images) is `mnr.tracking.serving`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from mnr.tracking.store import client, configure_tracking, tracking_uri
 __all__ = [
     "find_predictor",
     "log_pytorch_model",
+    "member_checkpoints",
     "mlflow_error",
     "requirements",
 ]
@@ -141,17 +143,23 @@ def predictor_files(model_uri: str) -> PredictorFiles:
     artifacts = {
         key: folder / value["path"] for key, value in (flavor.get("artifacts") or {}).items()
     }
-    members = sorted(
-        (key for key in artifacts if key.startswith("checkpoint")),
-        key=lambda key: int(key.rpartition("_")[2] or 0) if key != "checkpoint" else 0,
-    )
     config = flavor.get("config") or {}
     return PredictorFiles(
-        checkpoints=tuple(artifacts[key] for key in members),
+        checkpoints=tuple(member_checkpoints(artifacts)),
         model_module=artifacts.get("model_module"),
         tta=int(config.get("tta", 1)),
         input_config=config.get("input_config"),
     )
+
+
+def member_checkpoints(artifacts: Mapping[str, Any]) -> list[Any]:
+    """A predictor's checkpoint artifacts in member order: ``checkpoint_0``, ``checkpoint_1``, ...
+    (``checkpoint`` alone, from predictors logged before ensembles, comes first)."""
+    members = sorted(
+        (key for key in artifacts if key.startswith("checkpoint")),
+        key=lambda key: int(key.rpartition("_")[2] or 0) if key != "checkpoint" else 0,
+    )
+    return [artifacts[key] for key in members]
 
 
 def _model_folder(model_uri: str) -> Path:

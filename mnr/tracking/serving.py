@@ -56,13 +56,10 @@ class PianoKeyModel(PythonModel):
 
     def load_context(self, context: Any) -> None:
         from mnr.predict import Predictor
+        from mnr.tracking.models import member_checkpoints
 
-        members = sorted(
-            (key for key in context.artifacts if key.startswith("checkpoint")),
-            key=lambda key: int(key.rpartition("_")[2] or 0) if key != "checkpoint" else 0,
-        )
         self.predictor = Predictor.from_checkpoints(
-            [context.artifacts[key] for key in members],
+            member_checkpoints(context.artifacts),
             model_module=context.artifacts.get("model_module"),
             tta=int((context.model_config or {}).get("tta", 1)),
         )
