@@ -98,6 +98,10 @@ class AugmentConfig:
     freq_mask_width: float = 0.05  # max height of each, as a fraction of the height
     gain: float = 0.0  # max relative brightness change, e.g. 0.1 = +-10 %
     noise: float = 0.0  # std of Gaussian noise added to the normalised input
+    # max level of a random smooth curve over frequency added where the note sounds: another
+    # instrument's partial strengths, a weak fundamental, a microphone or speaker (timbre), in
+    # normalised input units; it moves no energy between rows, so it never changes the pitch
+    timbre: float = 0.0
 
 
 @dataclass

@@ -42,6 +42,9 @@ __all__ = [
     "within_one_key_accuracy",
     "octave_error_rate",
     "accuracy_per_octave",
+    "accuracy_low",
+    "accuracy_by_group",
+    "format_group_table",
     "confusion_matrix",
     "per_class_table",
     "format_per_class_table",
@@ -49,13 +52,19 @@ __all__ = [
     "plot_confusion_matrix",
     "format_per_octave_table",
     "HEADLINE",
+    "LOWEST_LABELS",
     "PER_CLASS_COLUMNS",
 ]
 
 PER_CLASS_COLUMNS = ("label", "note", "midi", "support", "correct", "accuracy")  # CSV header order
+# The lowest octave and a bit, A0..B1 (labels 0..14, 27.5-62 Hz): where a fundamental shares
+# its mel band with its neighbours' and the key is told only by its partials, so where models
+# fail first on an unfamiliar instrument. Reported on its own as `accuracy_low`.
+LOWEST_LABELS = range(0, 15)
 # The scalar metrics worth a chart of their own; per-octave accuracies go to a table instead.
 HEADLINE = (
     "accuracy",
+    "accuracy_low",
     "top3_accuracy",
     "top5_accuracy",
     "macro_f1",
@@ -296,6 +305,57 @@ def format_per_octave_table(metrics: Mapping[str, float]) -> str:
     return buffer.getvalue()
 
 
+def accuracy_low(y_true: Any, y_pred: Any) -> float | None:
+    """Accuracy on the images whose true key is in the lowest octave and a bit (A0..B1,
+    `LOWEST_LABELS`); None when there are none."""
+    true, pred = _as_pair(y_true, y_pred)
+    low = true < LOWEST_LABELS.stop
+    return float(np.mean(true[low] == pred[low])) if low.any() else None
+
+
+def accuracy_by_group(
+    y_true: Any, y_pred: Any, groups: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Per group (e.g. the instrument that played each image): its `count`, `accuracy`,
+    `semitone_mae` and, where it has bass notes, `accuracy_low`; groups in sorted order."""
+    true, pred = _as_pair(y_true, y_pred)
+    names = np.asarray(groups, dtype=object)
+    if names.shape != true.shape:
+        raise MnrError(f"{names.size} group names for {true.size} labels; they must pair up")
+    table: dict[str, dict[str, float]] = {}
+    for name in sorted(set(names.tolist())):
+        mask = names == name
+        row = {
+            "count": float(mask.sum()),
+            "accuracy": accuracy(true[mask], pred[mask]),
+            "semitone_mae": mean_abs_semitone_error(true[mask], pred[mask]),
+        }
+        low = accuracy_low(true[mask], pred[mask])
+        if low is not None:
+            row["accuracy_low"] = low
+        table[str(name)] = row
+    return table
+
+
+def format_group_table(table: Mapping[str, Mapping[str, float]], *, group: str) -> str:
+    """`accuracy_by_group`'s result as CSV text, one row per group (`group` names the column)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow((group, "count", "accuracy", "accuracy_low", "semitone_mae"))
+    for name, row in table.items():
+        low = row.get("accuracy_low")
+        writer.writerow(
+            (
+                name,
+                int(row["count"]),
+                f"{row['accuracy']:.4f}",
+                "" if low is None else f"{low:.4f}",
+                f"{row['semitone_mae']:.4f}",
+            )
+        )
+    return buffer.getvalue()
+
+
 def evaluate_predictions(
     y_true: Any, y_pred: Any, probs: Any = None, *, top_k: Sequence[int] = (3, 5)
 ) -> dict[str, float]:
@@ -303,8 +363,9 @@ def evaluate_predictions(
 
     Keys: ``accuracy``, ``top{k}_accuracy`` for each ``k`` in ``top_k`` (only when ``probs``, the
     N x C probabilities or logits, is given), ``macro_f1`` (over classes present, see
-    `macro_f1`), ``semitone_mae``, ``within_one_key``, ``octave_error_rate`` and
-    ``accuracy_octave_<n>`` for each octave present in ``y_true``. Empty input raises `MnrError`.
+    `macro_f1`), ``semitone_mae``, ``within_one_key``, ``octave_error_rate``, ``accuracy_low``
+    (A0..B1 alone, when ``y_true`` has such keys) and ``accuracy_octave_<n>`` for each octave
+    present in ``y_true``. Empty input raises `MnrError`.
 
     Example::
 
@@ -320,6 +381,9 @@ def evaluate_predictions(
     metrics["semitone_mae"] = mean_abs_semitone_error(true, pred)
     metrics["within_one_key"] = within_one_key_accuracy(true, pred)
     metrics["octave_error_rate"] = octave_error_rate(true, pred)
+    low = accuracy_low(true, pred)
+    if low is not None:
+        metrics["accuracy_low"] = low
     for octave, value in accuracy_per_octave(true, pred).items():
         metrics[f"accuracy_octave_{octave}"] = value
     return metrics

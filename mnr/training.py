@@ -29,6 +29,7 @@ from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig, from_dict
 from mnr.data import TrainingData, load_training_data
 from mnr.data.layout import FigureLayout
+from mnr.data.manifest import instrument_metrics, instrument_table
 from mnr.engine import Callback, evaluate, fit, resolve_device, seed_everything
 from mnr.errors import MnrError
 from mnr.models import create_model, import_model_module, is_model, takes_in_chans
@@ -191,6 +192,12 @@ def _final_evaluation(
         # the best weights' scores: best/val_... (one point beside the val/ curves), test/...
         prefix = "best/val_" if name == "val" else f"{name}/"
         results.update({f"{prefix}{key}": value for key, value in summary.items()})
+        if name == "test" and data.test_files is not None:
+            table = instrument_table(data.paths.manifest, "test", data.test_files, labels, preds)
+            results.update(instrument_metrics(table, prefix="test/"))
+            if run_id is not None and table:
+                text = pitch_metrics.format_group_table(table, group="instrument")
+                tracking.log_text(run_id, text, "per_instrument_accuracy.csv")
         if run_id is not None and name == sets[-1][0]:
             with tempfile.TemporaryDirectory() as tmp:
                 cm = pitch_metrics.confusion_matrix(labels, preds)
@@ -435,6 +442,7 @@ def _train(
             k: v
             for k, v in result.final_metrics.items()
             if k.split("/")[-1].removeprefix("val_") in pitch_metrics.HEADLINE
+            or k.startswith("test/instrument/")
         }
         # linked to the logged predictor too, so the Models tab shows them beside it
         tracking.log_metrics(

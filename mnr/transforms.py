@@ -5,8 +5,9 @@ in memory as uint8, so one vectorised op per batch replaces thousands of per-ima
 That is why these are written here instead of using torchvision's per-sample transforms.
 
 Augmentation never flips or shifts along frequency: a spectrogram moved up one row is another
-note. It shifts in time (circularly), masks time and frequency bands (SpecAugment), and jitters
-gain and noise.
+note. It shifts in time (circularly), masks time and frequency bands (SpecAugment), reshapes the
+timbre (a smooth random boost or cut over frequency, where the note sounds), and jitters gain
+and noise.
 """
 
 from __future__ import annotations
@@ -64,6 +65,22 @@ def _band_masks(
     return mask
 
 
+_TIMBRE_TERMS = 6  # cosines in a timbre curve: features down to ~1/6 of the frequency axis
+
+
+def _timbre_curves(
+    count: int, height: int, level: float, generator: torch.Generator
+) -> torch.Tensor:
+    """`count` x `height` smooth random curves over frequency: a sum of cosines whose amplitudes
+    fall as 1/k (broad tilts more than narrow bumps), each at most about `level`."""
+    k = torch.arange(1, _TIMBRE_TERMS + 1, dtype=torch.float32)
+    amplitude = (torch.rand((count, _TIMBRE_TERMS), generator=generator) * 2 - 1) * level / k
+    phase = torch.rand((count, _TIMBRE_TERMS), generator=generator) * (2 * torch.pi)
+    rows = torch.linspace(0.0, 1.0, height)
+    waves = torch.cos(torch.pi * k.view(1, -1, 1) * rows.view(1, 1, -1) + phase.unsqueeze(-1))
+    return (amplitude.unsqueeze(-1) * waves).sum(1) / 2.0
+
+
 def augment_batch(
     x: torch.Tensor, config: AugmentConfig, *, generator: torch.Generator
 ) -> torch.Tensor:
@@ -91,6 +108,13 @@ def augment_batch(
             count, width, config.time_mask_width, config.time_masks, generator, device
         )
         x = x.masked_fill(cols.view(count, 1, 1, width), 0.0)
+    if config.timbre > 0:
+        # Weighted by how far each pixel stands above its image's floor, so that the silence
+        # and noise around a note stay where they were and only the note's partials change.
+        floor = x.amin(dim=(1, 2, 3), keepdim=True)
+        span = (x.amax(dim=(1, 2, 3), keepdim=True) - floor).clamp_min(1e-6)
+        curve = _timbre_curves(count, height, config.timbre, generator).to(device)
+        x = x + curve.view(count, 1, height, 1) * ((x - floor) / span)
     if config.gain > 0:
         gain = 1.0 + (torch.rand((count, 1, 1, 1), generator=generator) * 2 - 1) * config.gain
         x = x * gain.to(device)

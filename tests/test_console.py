@@ -149,9 +149,17 @@ def test_runs_carry_a_description_a_source_and_metrics_in_sections(
     assert not any(
         "accuracy_octave" in key for key in run.data.metrics
     )  # per-octave detail is a table
-    assert {"per_octave_accuracy.csv", "per_class_accuracy.csv"} <= {
-        a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)
+    assert {
+        "per_octave_accuracy.csv",
+        "per_class_accuracy.csv",
+        "per_instrument_accuracy.csv",
+    } <= {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)}
+    # the lowest octave on its own, and (the generator's manifest says who played) per instrument
+    assert {"test/accuracy_low", "best/val_accuracy_low"} <= set(run.data.metrics)
+    instruments = {
+        key.split("/")[2] for key in run.data.metrics if key.startswith("test/instrument/")
     }
+    assert instruments == {"piano", "epiano", "harpsichord", "organ"}
     assert "model.kwargs.dropout" in run.data.params and "model.kwargs" not in run.data.params
     models = mlflow.search_logged_models(
         experiment_ids=[run.info.experiment_id], output_format="list"

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnr.data.manifest import read_manifest
 from mnr.data.synth import (
+    INSTRUMENTS,
     SynthConfig,
     generate_dataset,
     inharmonicity,
@@ -56,7 +58,13 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_layout_is_kaggle(tiny: Path) -> None:
-    assert sorted(p.name for p in tiny.iterdir()) == ["test", "test_truth.txt", "train"]
+    # the Kaggle layout, and beside it (never inside train/ or test/) the manifest
+    assert sorted(p.name for p in tiny.iterdir()) == [
+        "manifest.csv",
+        "test",
+        "test_truth.txt",
+        "train",
+    ]
     train = _read_truth(tiny / "train" / "truth.txt")
     test = _read_truth(tiny / "test_truth.txt")
     assert sorted(label for _, label in train) == sorted(LABELS * 2)
@@ -113,7 +121,7 @@ def test_refuses_bad_arguments_and_a_used_folder(tmp_path: Path) -> None:
     (empty / "train").mkdir(parents=True)  # an empty train/ is fine
     generate_dataset(empty, per_class=1, test_per_class=0, labels=[0], workers=1, progress=False)
     assert len(_read_truth(empty / "train" / "truth.txt")) == 1
-    assert sorted(p.name for p in empty.iterdir()) == ["train"]  # no empty test set
+    assert sorted(p.name for p in empty.iterdir()) == ["manifest.csv", "train"]  # no empty test
 
 
 def test_a_failed_run_leaves_nothing_behind(
@@ -177,3 +185,87 @@ def test_image_puts_low_frequencies_at_the_bottom() -> None:
     assert image.shape == (394, 520, 4) and image.dtype == np.uint8
     brightness = image[..., :3].astype(int).sum(axis=(1, 2))
     assert brightness[-1] > brightness[0]
+
+
+def test_the_manifest_names_every_image_and_each_key_gets_every_instrument(
+    tmp_path: Path,
+) -> None:
+    root = generate_dataset(
+        tmp_path / "m", per_class=4, test_per_class=2, workers=1, progress=False, labels=LABELS
+    )
+    manifest = read_manifest(root / "manifest.csv")
+    train = _read_truth(root / "train" / "truth.txt")
+    test = _read_truth(root / "test_truth.txt")
+    assert set(manifest) == {("train", n) for n, _ in train} | {("test", n) for n, _ in test}
+    for label in LABELS:  # 4 training images per key: each family plays one
+        played = sorted(manifest[("train", n)] for n, lab in train if lab == label)
+        assert played == sorted(INSTRUMENTS), (label, played)
+    # the CSV also carries the label and note, for a person reading it
+    lines = (root / "manifest.csv").read_text().splitlines()
+    assert lines[0] == "split,file,label,note,instrument"
+    assert any(line.endswith(",G1,piano") or ",G1," in line for line in lines[1:])
+
+
+def test_only_the_instruments_asked_for_are_played(tmp_path: Path) -> None:
+    config = SynthConfig(instruments=("organ",))
+    root = generate_dataset(
+        tmp_path / "o", per_class=2, test_per_class=0, workers=1, progress=False, labels=[3],
+        config=config,
+    )  # fmt: skip
+    assert set(read_manifest(root / "manifest.csv").values()) == {"organ"}
+    with pytest.raises(MnrError, match="banjo"):
+        SynthConfig(instruments=("piano", "banjo"))
+
+
+def _partial_levels(instrument: str, midi: int, seed: int, count: int = 16) -> np.ndarray:
+    """Level in dB (0 = the strongest) of harmonics 1..count of a dry note, from the spectrum
+    of the whole clip; a stiff string's partials are looked for a little sharp."""
+    rng = np.random.default_rng(seed)
+    dry, _ = INSTRUMENTS[instrument](midi, rng=rng, config=CLEAN)
+    spectrum = np.abs(np.fft.rfft(dry * np.hanning(dry.size)))
+    freqs = np.fft.rfftfreq(dry.size, 1.0 / CLEAN.sample_rate)
+    f0 = label_to_frequency(midi - MIDI_OFFSET)
+    peaks = []
+    for n in range(1, count + 1):
+        band = (freqs > n * f0 * 0.985) & (freqs < n * f0 * 1.03)
+        peaks.append(spectrum[band].max())
+    levels = 20 * np.log10(np.maximum(np.array(peaks), 1e-12))
+    return levels - levels.max()
+
+
+def _decay_db(instrument: str, midi: int, seed: int) -> float:
+    """How far the dry note falls from 50-150 ms to 250-350 ms after it starts (before any
+    damper, which acts from 350 ms on)."""
+    dry, _ = INSTRUMENTS[instrument](midi, rng=np.random.default_rng(seed), config=CLEAN)
+    sr = CLEAN.sample_rate
+    start = int(np.argmax(np.abs(dry) > 0))
+
+    def rms(a: float, b: float) -> float:
+        return float(np.sqrt(np.mean(dry[start + int(a * sr) : start + int(b * sr)] ** 2)))
+
+    return 20 * np.log10(rms(0.05, 0.15) / rms(0.25, 0.35))
+
+
+def test_instrument_families_differ_where_a_model_must_tell_them_apart() -> None:
+    seeds = range(8)
+    a2 = 45  # 110 Hz: harmonics 1..16 all lie under 2 kHz
+    partials = {
+        name: np.median([(_partial_levels(name, a2, s) > -40).sum() for s in seeds])
+        for name in INSTRUMENTS
+    }
+    # partial count: an electric piano's pickup and an organ's drawbars make a few, strings many
+    assert partials["epiano"] <= 8 and partials["organ"] <= 7, partials
+    assert partials["piano"] >= 12 and partials["harpsichord"] >= 12, partials
+
+    # decay: an organ holds its level while the key is down; struck and plucked strings fall
+    decay = {name: np.median([_decay_db(name, a2, s) for s in seeds]) for name in INSTRUMENTS}
+    assert abs(decay["organ"]) < 2.0, decay
+    assert decay["piano"] > 3.0 and decay["harpsichord"] > 1.0, decay
+
+    # fundamental strength in the lowest octave: a piano's soundboard barely radiates A0's
+    # 27.5 Hz, while an electric piano's fundamental is strong on some notes and weak on others
+    a0 = 21
+    piano_f1 = [_partial_levels("piano", a0, s)[0] for s in seeds]
+    assert max(piano_f1) < -10.0, piano_f1
+    epiano_f1 = [_partial_levels("epiano", a0, s)[0] for s in range(16)]
+    assert max(epiano_f1) > -3.0 and min(epiano_f1) < -8.0, epiano_f1

@@ -53,9 +53,17 @@ def data() -> None:
 @click.option(
     "--hop", type=int, default=None, help="Hop between frames in samples (default: the style's)."
 )
+@click.option(
+    "--instruments",
+    default=None,
+    metavar="NAMES",
+    help="Comma-separated instrument families to play, dealt out evenly over every key "
+    "(default: all of piano, epiano, harpsichord, organ). Each image's instrument is in "
+    "OUT/manifest.csv.",
+)
 def data_synth(out: Path, per_class: int, test_per_class: int, seed: int, workers: int | None, style: str,
                colormap: str | None, fmin: float | None, fmax: float | None, mel: str | None, n_fft: int | None,
-               hop: int | None) -> None:  # fmt: skip
+               hop: int | None, instruments: str | None) -> None:  # fmt: skip
     """Write a synthetic piano dataset to OUT: train/ with truth.txt, test/, test_truth.txt.
 
     Every style and option writes the Kaggle layout; `mnr train --data OUT` reads any of them.
@@ -65,6 +73,9 @@ def data_synth(out: Path, per_class: int, test_per_class: int, seed: int, worker
     config = SynthConfig.for_style(
         style, colormap=colormap, fmin=fmin, fmax=fmax, htk=None if mel is None else mel == "htk",
         n_fft=n_fft, hop_length=hop,
+        instruments=None if instruments is None else tuple(
+            name.strip() for name in instruments.split(",") if name.strip()
+        ),
     )  # fmt: skip
     root = generate_dataset(
         out,
@@ -75,7 +86,8 @@ def data_synth(out: Path, per_class: int, test_per_class: int, seed: int, worker
         config=config,
     )
     click.echo(
-        f"wrote {root}/train (labelled), {root}/test and {root}/test_truth.txt ({style} style)"
+        f"wrote {root}/train (labelled), {root}/test, {root}/test_truth.txt and "
+        f"{root}/manifest.csv ({style} style; {', '.join(config.instruments)})"
     )
 
 

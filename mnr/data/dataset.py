@@ -35,6 +35,7 @@ class TrainingData:
     val_labels: np.ndarray
     test_images: np.ndarray | None
     test_labels: np.ndarray | None
+    test_files: list[str] | None  # the test images' file names, in the order of test_images
     digest: str  # identifies the decoded train folder and split; logged as the dataset digest
     from_cache: bool
     report: LayoutReport
@@ -114,6 +115,7 @@ def load_training_data(
         val_labels=labels[val_idx],
         test_images=test.images if test is not None else None,
         test_labels=test.labels if test is not None else None,
+        test_files=list(test.image_set.filenames) if test is not None else None,
         digest=digest,
         from_cache=train.from_cache and (test is None or test.from_cache),
         report=report,

@@ -3,7 +3,8 @@
 A fresh machine has no Kaggle data, yet every command (train, tune, the tests) needs a labelled
 set. This package synthesises one in four steps, a module each:
 
-- `piano`: piano physics, one note as a microphone in a room would record it;
+- `instruments`: the families played (`piano`, `electric`, `plucked`, `organ`: one module each)
+  and `render_note`, a note of one of them put in a room (`sound`);
 - `mel`: its log-mel spectrogram, as librosa computes it;
 - `drawing`: the spectrogram drawn as an image;
 - `dataset`: thousands of them written in the Kaggle layout, each image from its own seed.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from mnr.data.synth.config import DEFAULT_CONFIG, SynthConfig
 from mnr.data.synth.dataset import (
+    MANIFEST_FILE,
     SPLITS,
     TEST_TRUTH_FILE,
     TRUTH_FILE,
@@ -31,11 +33,14 @@ from mnr.data.synth.dataset import (
     synthesize_image,
 )
 from mnr.data.synth.drawing import spectrogram_image
+from mnr.data.synth.instruments import INSTRUMENTS, render_note
 from mnr.data.synth.mel import mel_spectrogram_db
-from mnr.data.synth.piano import inharmonicity, render_note
+from mnr.data.synth.piano import inharmonicity
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "INSTRUMENTS",
+    "MANIFEST_FILE",
     "SPLITS",
     "TEST_TRUTH_FILE",
     "TRUTH_FILE",

@@ -8,13 +8,34 @@ from typing import Any
 
 from mnr.errors import MnrError
 
-__all__ = ["DEFAULT_CONFIG", "LIBROSA_DEFAULTS", "STYLES", "SynthConfig"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "INSTRUMENT_NAMES",
+    "LIBROSA_DEFAULTS",
+    "STYLES",
+    "SynthConfig",
+    "check_instruments",
+]
 
+# The instrument families (`mnr.data.synth.instruments` plays them), in the order the built-in
+# set deals them out.
+INSTRUMENT_NAMES = ("piano", "epiano", "harpsichord", "organ")
 STYLES = ("full", "specshow", "imshow")  # how a spectrogram is drawn; see `SynthConfig.for_style`
 # librosa's defaults and the mel example of its docs: melspectrogram(y, sr=22050, n_fft=2048,
 # hop_length=512, n_mels=128, fmax=8000), Slaney's mel from 0 Hz. A wider, coarser spectrogram
 # than the built-in one: its lowest bands are 23 Hz apart and its window is half as long.
 LIBROSA_DEFAULTS = {"fmin": 0.0, "fmax": 8000.0, "htk": False, "n_fft": 2048, "hop_length": 512}
+
+
+def check_instruments(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """`names` as a tuple without repeats, or an `MnrError` naming an unknown family."""
+    unknown = [name for name in names if name not in INSTRUMENT_NAMES]
+    if unknown or not names:
+        raise MnrError(
+            f"instrument(s) {', '.join(unknown) or '(none)'} unknown: use one or more of "
+            f"{', '.join(INSTRUMENT_NAMES)}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,11 @@ class SynthConfig:
         matplotlib's default.
       compress_level: PNG zlib level; 1 is about twice as fast to write as 6, files ~40% larger.
 
+    Instruments:
+      instruments: the families played (`mnr.data.synth.instruments`), dealt out in turn so
+        that every key gets each family equally often (within one image); the built-in set
+        plays all four, so that a model is chosen on more than one timbre.
+
     Recording (each image draws its own values in these ranges):
       snr_db: background noise level below the note's RMS (less for soft notes).
       reverb_probability, rt60: how often a room reverb is added and its decay time (s).
@@ -74,6 +100,7 @@ class SynthConfig:
     height: int = 394
     colormap: str = "magma"
     compress_level: int = 1
+    instruments: tuple[str, ...] = INSTRUMENT_NAMES
     snr_db: tuple[float, float] = (20.0, 50.0)
     reverb_probability: float = 0.6
     rt60: tuple[float, float] = (0.2, 1.0)
@@ -85,6 +112,7 @@ class SynthConfig:
         from mnr.data.colormaps import lut
 
         lut(self.colormap)  # an unknown colormap fails here, naming some known ones
+        object.__setattr__(self, "instruments", check_instruments(list(self.instruments)))
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
             raise MnrError(
                 f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.fmax}, "

@@ -3,10 +3,16 @@
 Every image draws from its own generator ``np.random.default_rng([seed, split, label, index])``,
 so on a given machine the output is byte-identical whatever the number of worker processes, and
 growing ``per_class`` keeps the images that were already there (under new file names).
+
+Beside the Kaggle layout (never inside train/ or test/, so a reader of that layout sees nothing
+new) the root holds `manifest.csv`: for every image its split, file, label, note and the
+instrument that played it, so that errors can be broken down by instrument.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import uuid
@@ -17,21 +23,38 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mnr.data.images import png_bytes
+from mnr.data.manifest import MANIFEST_COLUMNS, MANIFEST_FILE
 from mnr.data.parallel import process_map
-from mnr.data.synth.config import DEFAULT_CONFIG, SynthConfig
+from mnr.data.synth.config import DEFAULT_CONFIG, SynthConfig, check_instruments
 from mnr.data.synth.drawing import spectrogram_image
+from mnr.data.synth.instruments import render_note
 from mnr.data.synth.mel import mel_spectrogram_db
-from mnr.data.synth.piano import render_note
 from mnr.errors import MnrError
-from mnr.labels import MIDI_OFFSET, NUM_KEYS
+from mnr.labels import MIDI_OFFSET, NUM_KEYS, label_to_name
 
-__all__ = ["SPLITS", "TEST_TRUTH_FILE", "TRUTH_FILE", "generate_dataset", "synthesize_image"]
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "MANIFEST_FILE",
+    "SPLITS",
+    "TEST_TRUTH_FILE",
+    "TRUTH_FILE",
+    "generate_dataset",
+    "instrument_for",
+    "synthesize_image",
+]
 
 SPLITS = {"train": 0, "test": 1}  # split name -> the number that seeds its images
 TRUTH_FILE = "truth.txt"  # `filename label` per line, inside the train folder (Kaggle layout)
 TEST_TRUTH_FILE = "test_truth.txt"  # the test answers, beside (never inside) the test folder
 _NAME_STREAM = 0x6E616D65  # seeds the file names, apart from every image's own stream
 _NAME_HEX = 12  # hex digits in a file name: 48 random bits
+
+
+def instrument_for(label: int, index: int, instruments: tuple[str, ...]) -> str:
+    """The family that plays sample `index` of class `label`: dealt out in turn, starting one
+    further along for each key, so every key gets each family equally often and so does each
+    split as a whole, even when a key's image count is not a multiple of the families."""
+    return instruments[(int(label) + int(index)) % len(instruments)]
 
 
 def synthesize_image(
@@ -41,11 +64,13 @@ def synthesize_image(
     split: str,
     index: int,
     config: SynthConfig = DEFAULT_CONFIG,
+    instrument: str | None = None,
 ) -> np.ndarray:
     """The RGBA image of sample `index` of class `label` in `split` ("train" or "test").
 
     Its generator is ``np.random.default_rng([seed, split, label, index])``: the image depends
     on nothing else, which is what makes generation reproducible in any order or process.
+    `instrument` defaults to `instrument_for(label, index, config.instruments)`.
     """
     if split not in SPLITS:
         raise MnrError(f"split {split!r} unknown: use one of {sorted(SPLITS)}")
@@ -53,15 +78,19 @@ def synthesize_image(
         raise MnrError(f"label {label} is not a piano key: labels run 0 (A0) .. 87 (C8)")
     if int(seed) < 0 or int(index) < 0:
         raise MnrError(f"seed and index must be >= 0, got seed={seed}, index={index}")
+    if instrument is None:
+        instrument = instrument_for(label, index, config.instruments)
     rng = np.random.default_rng([int(seed), SPLITS[split], int(label), int(index)])
-    audio = render_note(int(label) + MIDI_OFFSET, rng=rng, config=config)
+    audio = render_note(int(label) + MIDI_OFFSET, rng=rng, config=config, instrument=instrument)
     return spectrogram_image(mel_spectrogram_db(audio, config=config), config=config)
 
 
-def _write_one(job: tuple[str, int, str, int, int, SynthConfig]) -> None:
+def _write_one(job: tuple[str, int, str, int, int, SynthConfig, str]) -> None:
     """Render one image and write it; runs in a worker, so it returns nothing to pickle back."""
-    path, label, split, index, seed, config = job
-    image = synthesize_image(label, seed=seed, split=split, index=index, config=config)
+    path, label, split, index, seed, config, instrument = job
+    image = synthesize_image(
+        label, seed=seed, split=split, index=index, config=config, instrument=instrument
+    )
     Path(path).write_bytes(png_bytes(image, compress_level=config.compress_level))
 
 
@@ -85,10 +114,9 @@ def _check_target(out: Path) -> None:
             raise MnrError(
                 f"{folder} already exists and is not empty: remove it or choose another folder"
             )
-    if (out / TEST_TRUTH_FILE).exists():
-        raise MnrError(
-            f"{out / TEST_TRUTH_FILE} already exists: remove it or choose another folder"
-        )
+    for name in (TEST_TRUTH_FILE, MANIFEST_FILE):
+        if (out / name).exists():
+            raise MnrError(f"{out / name} already exists: remove it or choose another folder")
 
 
 def generate_dataset(
@@ -105,7 +133,8 @@ def generate_dataset(
     """Write a synthetic dataset in the Kaggle layout and return its root `out`.
 
     Layout: ``out/train/*.png`` with ``out/train/truth.txt``, ``out/test/*.png`` with the
-    answers in ``out/test_truth.txt``; each line is ``filename label`` (label 0..87). File
+    answers in ``out/test_truth.txt``; each line is ``filename label`` (label 0..87); and
+    ``out/manifest.csv``, which instrument played each image (`MANIFEST_COLUMNS`). File
     names are random hex from the seed, so neither a name nor the sorted order hints at a
     label. Everything is written into ``out/.partial-*`` first and moved into place at the end
     (train/ last, since its truth.txt marks a finished set), so an interrupted or failed run
@@ -121,7 +150,8 @@ def generate_dataset(
             process. Workers are spawned, so a script calling this needs the usual
             ``if __name__ == "__main__":`` guard.
         progress: show a tqdm bar.
-        config: rendering settings; None means `SynthConfig()`.
+        config: rendering settings (`config.instruments`: the families played, each key
+            getting each equally often); None means `SynthConfig()`.
         labels: generate only these classes (tests use a handful); None means all 88.
 
     Example::
@@ -148,11 +178,17 @@ def generate_dataset(
     counts = {"train": int(per_class), "test": int(test_per_class)}
     samples = [(s, c, i) for s in SPLITS for c in classes for i in range(counts[s])]
     names = _file_names(seed, len(samples))
-    jobs: list[tuple[str, int, str, int, int, SynthConfig]] = []
+    instruments = check_instruments(config.instruments)
+    jobs: list[tuple[str, int, str, int, int, SynthConfig, str]] = []
     truth: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
+    manifest: list[tuple[str, str, int, str, str]] = []
     for (split, label, index), name in zip(samples, names, strict=True):
-        jobs.append((str(partial / split / name), label, split, index, int(seed), config))
+        instrument = instrument_for(label, index, instruments)
+        jobs.append(
+            (str(partial / split / name), label, split, index, int(seed), config, instrument)
+        )
         truth[split].append((name, label))
+        manifest.append((split, name, label, label_to_name(label), instrument))
 
     truth_files = {"train": partial / "train" / TRUTH_FILE, "test": partial / TEST_TRUTH_FILE}
     splits = [split for split in SPLITS if counts[split] > 0]  # no empty test set
@@ -165,8 +201,10 @@ def generate_dataset(
         for split in splits:
             lines = "".join(f"{name} {label}\n" for name, label in sorted(truth[split]))
             truth_files[split].write_bytes(lines.encode("ascii"))
+        (partial / MANIFEST_FILE).write_text(_manifest_text(manifest), encoding="utf-8")
         _check_target(out)  # someone may have written there meanwhile
         parts = ["test", TEST_TRUTH_FILE] if counts["test"] else []
+        parts.append(MANIFEST_FILE)
         for part in [*parts, "train"]:  # train/truth.txt last: it marks a finished set
             target = out / part
             if target.is_dir():
@@ -175,3 +213,12 @@ def generate_dataset(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out
+
+
+def _manifest_text(rows: list[tuple[str, str, int, str, str]]) -> str:
+    """The manifest as CSV text, rows sorted by split and file like the truth files."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerows(sorted(rows, key=lambda row: (row[0] != "train", row[1])))
+    return buffer.getvalue()

@@ -1,4 +1,4 @@
-"""Piano physics: one note as a microphone in a room would record it.
+"""Acoustic piano physics: one note as its strings and soundboard would sound it.
 
 A fresh machine has no Kaggle data, yet every command (train, tune, the tests) needs a labelled
 set. mnr synthesises one from piano physics, so that a model trained on it has seen the
@@ -15,9 +15,9 @@ things a real piano recording shows and nothing that gives the label away for fr
   which radiates poorly below about 100 Hz, so bass fundamentals are weak;
 - decay that is faster in the treble and faster for higher partials (losses grow with f^2);
 - a hammer knock (short noise burst plus a low body thump), a 1-3 ms attack, a damper that stops
-  the note after a random hold (keys above E6 have no damper and ring on);
-- a room: an exponentially decaying noise reverb, a microphone tilt, coloured background noise
-  at a random SNR (worse for soft notes) and sometimes mains hum.
+  the note after a random hold (keys above E6 have no damper and ring on).
+
+The room it is recorded in is `mnr.data.synth.sound.record`, shared by every instrument.
 """
 
 from __future__ import annotations
@@ -26,11 +26,17 @@ import math
 
 import numpy as np
 
-from mnr.data.synth.config import DEFAULT_CONFIG, SynthConfig
-from mnr.errors import MnrError
-from mnr.labels import MIDI_OFFSET, NUM_KEYS
+from mnr.data.synth.config import SynthConfig
+from mnr.data.synth.sound import (
+    apply_attack,
+    apply_damper,
+    check_key,
+    damped_sum,
+    equal_tempered,
+    place,
+)
 
-__all__ = ["inharmonicity", "render_note"]
+__all__ = ["inharmonicity", "play"]
 
 
 def inharmonicity(midi: float) -> float:
@@ -59,44 +65,19 @@ def _strings_per_key(midi: int) -> int:
 _HIGHEST_DAMPED = 88  # E6: keys above it have no damper
 
 
-def _damped_sum(rates: np.ndarray, amplitudes: np.ndarray, n: int) -> np.ndarray:
-    """``sum_p Re(a_p z_p^t)`` with ``z_p = exp(s_p)``, for t = 0..n-1, as one matrix product.
+def play(midi: int, *, rng: np.random.Generator, config: SynthConfig) -> tuple[np.ndarray, float]:
+    """One acoustic piano note (MIDI 21..108), dry: the clip's samples and the key's velocity.
 
-    Writing t = i K + j turns ``z^t`` into ``(z^K)^i z^j``, so the sum over components is
-    ``U @ V`` with U (ceil(n/K) x P) and V (P x K), K ~ sqrt(n): a few hundred thousand complex
-    multiplications instead of n P sines, which is what keeps a 190-component bass note cheap.
+    Every random choice (loudness, onset, hold, detuning, strike point, brightness, decay)
+    comes from `rng`, so the same generator state gives the same audio.
     """
-    k = int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / k))
-    z = np.exp(rates)
-    v = np.empty((rates.size, k), dtype=np.complex128)
-    v[:, 0] = 1.0
-    v[:, 1:] = z[:, None]
-    np.cumprod(v, axis=1, out=v)
-    u = np.empty((rows, rates.size), dtype=np.complex128)
-    u[0] = amplitudes
-    u[1:] = np.exp(rates * k)[None, :]
-    np.cumprod(u, axis=0, out=u)
-    return (u.astype(np.complex64) @ v.astype(np.complex64)).real.reshape(-1)[:n]
-
-
-def render_note(
-    midi: int, *, rng: np.random.Generator, config: SynthConfig = DEFAULT_CONFIG
-) -> np.ndarray:
-    """One piano note (MIDI 21..108) as it might be recorded in a room: float32, peak 0.9.
-
-    Every random choice (loudness, onset, hold, detuning, strike point, brightness, decay,
-    room, noise) comes from `rng`, so the same generator state gives the same audio.
-    """
-    if not MIDI_OFFSET <= int(midi) < MIDI_OFFSET + NUM_KEYS:
-        raise MnrError(f"MIDI {midi} is not a piano key: use 21 (A0) .. 108 (C8)")
-    midi = int(midi)
+    midi = check_key(midi)
     sr, n = config.sample_rate, config.num_samples
     nyquist = sr / 2.0
 
     velocity = rng.uniform(0.15, 1.0)  # 0 silent .. 1 fortissimo
     cents = _stretch_cents(midi) * rng.uniform(0.5, 1.5) + float(np.clip(rng.normal(0, 3), -8, 8))
-    f0 = 440.0 * 2.0 ** ((midi - 69) / 12.0 + cents / 1200.0)
+    f0 = equal_tempered(midi, cents)
     b = inharmonicity(midi) * rng.lognormal(0.0, 0.15)
 
     order = np.arange(1, config.max_partials + 1, dtype=np.float64)
@@ -142,12 +123,11 @@ def render_note(
 
     onset = int(rng.uniform(0.02, 0.2) * sr)
     length = n - onset
-    note = _damped_sum(np.concatenate(rate_parts), np.concatenate(amp_parts), length)
+    note = damped_sum(np.concatenate(rate_parts), np.concatenate(amp_parts), length)
 
     # Attack: 1-3 ms rise (faster when loud), then the hammer's knock, a burst of noise.
     tau_attack = rng.uniform(1.0, 3.0) / 1000.0 * (1.3 - 0.6 * velocity)
-    ramp_len = min(length, int(10 * tau_attack * sr) + 1)
-    note[:ramp_len] *= 1.0 - np.exp(-np.arange(ramp_len) / (tau_attack * sr))
+    apply_attack(note, tau=tau_attack, sample_rate=sr)
     knock_len = min(length, int(0.04 * sr))
     knock = rng.standard_normal(knock_len) * np.exp(
         -np.arange(knock_len) / (rng.uniform(0.002, 0.006) * sr)
@@ -159,69 +139,7 @@ def render_note(
 
     # Damper: the key is released after a random hold; bass dampers act more slowly.
     if midi <= _HIGHEST_DAMPED:
-        off = int(rng.uniform(0.35, 1.3) * sr)
-        if off < length:
-            tau_damp = rng.uniform(0.02, 0.06) * (1.0 + (_HIGHEST_DAMPED - midi) / 40.0)
-            note[off:] *= np.exp(-np.arange(length - off) / (tau_damp * sr))
-
-    audio = np.zeros(n)
-    audio[onset:] = note
-    return _record(audio, velocity=velocity, rng=rng, config=config)
-
-
-def _record(
-    audio: np.ndarray, *, velocity: float, rng: np.random.Generator, config: SynthConfig
-) -> np.ndarray:
-    """Put a dry note in a room: reverb, microphone tilt, background noise, maybe hum."""
-    sr, n = config.sample_rate, audio.size
-    signal_rms = float(np.sqrt(np.mean(audio**2))) or 1.0
-    if rng.random() < config.hum_probability:
-        mains = 50.0 if rng.random() < 0.5 else 60.0
-        t = np.arange(n) / sr
-        level = signal_rms * 10 ** (-rng.uniform(30.0, 50.0) / 20.0)
-        for h, gain in ((1, 1.0), (2, 0.5), (3, 0.3)):
-            audio = audio + level * gain * np.sin(2 * np.pi * (mains * h * t + rng.random()))
-
-    reverb = rng.random() < config.reverb_probability
-    size = _fast_length(n + (int((config.rt60[1] + 0.03) * sr) if reverb else 0))
-    spectrum = np.fft.rfft(audio, size)
-    if reverb:
-        rt60 = rng.uniform(*config.rt60)
-        predelay = int(rng.uniform(0.005, 0.03) * sr)
-        tail = np.arange(int(rt60 * sr)) / sr
-        ir = rng.standard_normal(tail.size) * np.exp(-6.91 * tail / rt60)
-        wet = rng.uniform(0.05, 0.5) / (float(np.sqrt(np.sum(ir**2))) or 1.0)
-        room = np.fft.rfft(np.concatenate([np.zeros(predelay), ir]), size)
-        spectrum += (wet * room) * spectrum
-
-    # Microphone tilt (dB/octave around 1 kHz) and background noise between white and brown,
-    # scaled to a random SNR; both are powers of frequency, so they share one log.
-    log_f = np.log(np.maximum(np.fft.rfftfreq(size, 1.0 / sr), 20.0) / 1000.0)
-    tilt = rng.uniform(-2.0, 2.0) * math.log(10.0) / (20.0 * math.log(2.0))
-    spectrum *= np.exp(tilt * log_f)
-    shape = np.exp((-rng.uniform(0.0, 2.0) / 2.0) * log_f)
-    noise_rms = 2.0 * math.sqrt(float(np.dot(shape, shape))) / size  # irfft of unit complex normals
-    snr = rng.uniform(*config.snr_db) + 10.0 * math.log10(velocity)  # soft notes: noisier
-    shape *= signal_rms * 10 ** (-snr / 20.0) / noise_rms
-    noise = rng.standard_normal((2, shape.size))
-    spectrum.real += noise[0] * shape
-    spectrum.imag += noise[1] * shape
-
-    out = np.fft.irfft(spectrum, size)[:n]
-    return (out * (0.9 / (float(np.abs(out).max()) or 1.0))).astype(np.float32)
-
-
-def _fast_length(n: int) -> int:
-    """Smallest 2^a 3^b 5^c >= n: FFT sizes with a large prime factor are several times slower."""
-    best = 1 << (n - 1).bit_length()
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
-    return best
+        off = rng.uniform(0.35, 1.3)
+        tau_damp = rng.uniform(0.02, 0.06) * (1.0 + (_HIGHEST_DAMPED - midi) / 40.0)
+        apply_damper(note, off=off, tau=tau_damp, sample_rate=sr)
+    return place(note, onset=onset, num_samples=n), velocity
