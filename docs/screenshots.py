@@ -330,7 +330,7 @@ def take_screenshots(base: str, content: Content, out_dir: Path, chromium: str) 
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        raise SystemExit("error: needs Playwright: python3 -m pip install playwright") from None
+        raise SystemExit("error: needs Playwright: pip install playwright, in mnr's venv") from None
     if not Path(chromium).is_file():
         raise SystemExit(f"error: no Chromium at {chromium}; pass --chromium PATH")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -371,7 +371,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if shutil.which("mnr") is None:
-        raise SystemExit('error: no `mnr` on PATH; install it with pip install -e ".[dev]"')
+        raise SystemExit("error: no `mnr` on PATH; activate mnr's venv: . .venv/bin/activate")
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if args.workdir:

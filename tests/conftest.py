@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,21 @@ TINY = ("data.input_size=[32,32]", "train.eval_batch_size=64", "tracking.log_mod
 def cli_overrides(*items: str) -> list[str]:
     """`-s KEY=VALUE` command-line arguments for config overrides."""
     return [arg for item in items for arg in ("-s", item)]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def this_environments_commands() -> Iterator[None]:
+    """Commands that tests start by name come from the environment running the tests.
+
+    `mlflow run --env-manager local` runs the MLproject's `python -m mnr ...` and `mlflow models
+    serve --env-manager local` runs `uvicorn`, both looked up on PATH, and the uv test looks for
+    `uv`. A venv's python started by its path (`.venv/bin/python -m pytest`, an IDE, a cron job)
+    leaves PATH as it was, so those would be another Python's, with another mnr or none; putting
+    the interpreter's own bin folder first does what activating the venv does.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import site
 import subprocess
 import sys
 import venv
@@ -45,6 +46,29 @@ def test_readme_documents_every_environment_variable() -> None:
         assert re.search(rf"^\| `{var.name}` \|", table, re.MULTILINE), f"README lacks {var.name}"
 
 
+def venv_seeing_this_environment(env_dir: Path) -> Path:
+    """A new venv at `env_dir` whose own packages come first and which then sees every package of
+    the interpreter running the tests; returns its python.
+
+    `venv.create(system_site_packages=True)` is not that: it exposes the *base* interpreter's
+    site-packages, so when the tests themselves run in a venv (the README's set-up) the new one
+    lacks torch, mlflow and the rest. A `.pth` file in the new venv's site-packages that adds the
+    running interpreter's site directories (`site.addsitedir`, so their own `.pth` files, such as
+    editable installs, work too) gives the same view from a venv, a conda env or a system Python,
+    with no second copy of PyTorch. The directories go after the new venv's own, as system
+    site-packages would, so a package installed into the new venv wins.
+    """
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    seen = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    # The new venv names its own site-packages (Debian's Python lays out paths its own way).
+    ask = [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]
+    purelib = Path(subprocess.run(ask, capture_output=True, text=True, check=True).stdout.strip())
+    calls = "; ".join(f"site.addsitedir({path!r})" for path in seen)
+    (purelib / "_running_environment.pth").write_text(f"import site; {calls}\n")
+    return python
+
+
 @pytest.mark.slow
 def test_a_wheel_carries_the_experiment_configs(tmp_path: Path) -> None:
     """A wheel, installed without the source tree, still resolves `mnr train --model bn_cnn`."""
@@ -64,9 +88,8 @@ def test_a_wheel_carries_the_experiment_configs(tmp_path: Path) -> None:
     subprocess.run(pip_wheel, env=env, check=True, timeout=600)
     wheel = next(dist.glob("mnr-*.whl"))
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
-    python = env_dir / "bin" / "python"
-    # --force-reinstall: the venv sees the system's (editable) mnr as installed already
+    python = venv_seeing_this_environment(env_dir)
+    # --force-reinstall: the venv sees the running environment's (editable) mnr as installed
     install = [python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)]
     subprocess.run(install, env=env, check=True, timeout=600)
     outside = tmp_path / "elsewhere"  # no experiments/ folder anywhere near
