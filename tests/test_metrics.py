@@ -12,9 +12,12 @@ import pytest
 from mnr.errors import MnrError
 from mnr.metrics import (
     accuracy,
+    accuracy_by_group,
+    accuracy_low,
     accuracy_per_octave,
     confusion_matrix,
     evaluate_predictions,
+    format_group_table,
     format_per_class_table,
     macro_f1,
     mean_abs_semitone_error,
@@ -155,12 +158,14 @@ def test_evaluate_predictions_keys_and_values() -> None:
         "semitone_mae",
         "within_one_key",
         "octave_error_rate",
+        "accuracy_low",
         "accuracy_octave_0",
         "accuracy_octave_1",
         "accuracy_octave_2",
         "accuracy_octave_4",
     ]
     assert metrics["semitone_mae"] == pytest.approx(6.25)
+    assert metrics["accuracy_low"] == 0.5  # A0 right, C1 wrong; C2 and C4 lie above B1
     assert metrics["octave_error_rate"] == 0.5
     assert all(isinstance(value, float) for value in metrics.values())
 
@@ -227,3 +232,20 @@ def test_import_does_not_load_matplotlib() -> None:
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_accuracy_low_and_by_group() -> None:
+    assert accuracy_low([0, 14, 15, 40], [0, 13, 15, 40]) == 0.5  # A0-B1 are labels 0..14
+    assert accuracy_low([15, 40], [15, 41]) is None  # no bass notes: undefined, not 0 or 1
+    table = accuracy_by_group([0, 1, 40, 41], [0, 2, 40, 41], ["organ", "organ", "piano", "piano"])
+    assert table == {
+        "organ": {"count": 2.0, "accuracy": 0.5, "semitone_mae": 0.5, "accuracy_low": 0.5},
+        "piano": {"count": 2.0, "accuracy": 1.0, "semitone_mae": 0.0},
+    }
+    assert format_group_table(table, group="instrument").splitlines() == [
+        "instrument,count,accuracy,accuracy_low,semitone_mae",
+        "organ,2,0.5000,0.5000,0.5000",
+        "piano,2,1.0000,,0.0000",
+    ]
+    with pytest.raises(MnrError, match="pair up"):
+        accuracy_by_group([0, 1], [0, 1], ["organ"])

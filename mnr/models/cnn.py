@@ -146,8 +146,10 @@ class DeepCnn(nn.Module):
     every block and time only while there is time left to halve, so narrow inputs (the default
     128 x 16) work. The head averages over time only: a pitch is *where* the energy sits along
     frequency, and pooling frequency away too (ImageNet-style global pooling) would make the head
-    guess it from texture. The remaining frequency rows (128 / 2**depth) and channels feed one
-    linear layer.
+    guess it from texture. The remaining frequency rows (128 / 2**freq_pools) and channels feed
+    one linear layer. `freq_pools` (default: every block) halves frequency in the first blocks
+    only: the head then sees the pitch at a finer grain, which the bass needs, where two keys'
+    partials differ by a fraction of a band.
     """
 
     def __init__(
@@ -159,8 +161,12 @@ class DeepCnn(nn.Module):
         width: int = 16,
         depth: int = 5,
         dropout: float = 0.2,
+        freq_pools: int | None = None,
     ) -> None:
         super().__init__()
+        freq_pools = depth if freq_pools is None else freq_pools
+        if not 0 <= freq_pools <= depth:
+            raise MnrError(f"freq_pools must be in 0..depth ({depth}), got {freq_pools!r}")
         if width < 1:
             raise MnrError(f"width must be a positive number of channels, got {width!r}")
         if depth < 1:
@@ -168,22 +174,23 @@ class DeepCnn(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise MnrError(f"dropout must be in [0, 1), got {dropout!r}")
         height, time = input_size
-        if height < 2**depth:
+        if height < 2**freq_pools:
             raise MnrError(
-                f"input_size {tuple(input_size)} is too small for DeepCnn with depth={depth}: "
-                f"it needs at least {2**depth} rows"
+                f"input_size {tuple(input_size)} is too small for DeepCnn with "
+                f"freq_pools={freq_pools}: it needs at least {2**freq_pools} rows"
             )
         layers: list[nn.Module] = []
         for i in range(depth):
             out_chans = width * min(2**i, 8)
             time_pool = 2 if time >= 2 else 1
+            freq_pool = 2 if i < freq_pools else 1
             layers += [
                 nn.Conv2d(in_chans, out_chans, kernel_size=3, padding=1, bias=False),
                 nn.BatchNorm2d(out_chans),
                 nn.ReLU(),
-                nn.MaxPool2d((2, time_pool)),
+                nn.MaxPool2d((freq_pool, time_pool)),
             ]
-            in_chans, height, time = out_chans, height // 2, time // time_pool
+            in_chans, height, time = out_chans, height // freq_pool, time // time_pool
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d((height, 1))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_chans * height, num_classes))
@@ -229,6 +236,7 @@ def deep_cnn(
     width: int = 16,
     depth: int = 5,
     dropout: float = 0.2,
+    freq_pools: int | None = None,
 ) -> DeepCnn:
     """VGG-style [conv3 -> BN -> ReLU -> pool] x depth, pooled over time, linear head."""
     _no_pretrained("deep_cnn", pretrained)
@@ -239,4 +247,5 @@ def deep_cnn(
         width=width,
         depth=depth,
         dropout=dropout,
+        freq_pools=freq_pools,
     )
