@@ -20,6 +20,7 @@ from mnr.engine import Callback, DivergedError
 from mnr.errors import MnrError
 from mnr.models import create_model
 from mnr.optim import make_optimizer, make_scheduler
+from mnr.resume import load_resume
 from mnr.training import run_training
 from mnr.transforms import augment_batch, to_model_input
 
@@ -160,7 +161,8 @@ def test_interrupted_run_is_killed_and_resumes_to_identical_metrics(synth_root: 
     )
     assert len(killed) == 1
     run_id = killed[0].info.run_id
-    resumed = run_training(tiny_config(synth_root), resume=run_id, progress=False)
+    resume = load_resume(run_id)
+    resumed = run_training(resume.config, resume=resume, progress=False)
     assert resumed.run_id == run_id and resumed.status == "FINISHED"
     assert client.get_run(run_id).info.status == "FINISHED"
     assert len(resumed.history) == 4

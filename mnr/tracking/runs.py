@@ -86,10 +86,10 @@ def _create_run(
     return run.info.run_id
 
 
-def _reopen(run_id: str, tags: dict[str, str] | None) -> str:
-    """Mark an existing run RUNNING again (a resumed run) and update its tags."""
+def _reopen(run_id: str, tags: dict[str, str] | None, run_name: str | None) -> str:
+    """Mark an existing run RUNNING again (a resumed run), update its tags, rename it if asked."""
     mlflow_client = client()
-    mlflow_client.update_run(run_id, status="RUNNING")
+    mlflow_client.update_run(run_id, status="RUNNING", name=run_name)
     if tags:
         set_tags(run_id, tags)
     return run_id
@@ -109,6 +109,7 @@ def tracked_run(
 ) -> Iterator[str]:
     """A run for the block: created (or `run_id` reopened), then ended by how the block ends.
 
+    `run_name` names a new run, and renames a reopened one when given (None keeps its name).
     `description` is the text at the top of the run's page in the UI, `source` the command that
     made it (the UI's Source column). `system_metrics` samples CPU, memory and (where pynvml
     finds one) GPU use into `system/...` metrics while the block runs, with MLflow's own monitor.
@@ -129,7 +130,7 @@ def tracked_run(
     if source is not None:
         tags.update({"mlflow.source.name": source, "mlflow.source.type": "LOCAL"})
     run_id = (
-        _reopen(run_id, tags)
+        _reopen(run_id, tags, run_name)
         if run_id is not None
         else _create_run(
             experiment=experiment, run_name=run_name, tags=tags, parent_run_id=parent_run_id
