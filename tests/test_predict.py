@@ -408,3 +408,33 @@ def test_importing_mnr_predict_loads_neither_torch_pandas_nor_mlflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_concurrent_requests_each_get_their_own_tta() -> None:
+    """A served model answers requests in threads from one predictor: a request's `tta` applies
+    to that request only, never to the predictor that the others share."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from mnr.tracking.serving import PianoKeyModel
+
+    torch.manual_seed(0)
+    model = create_model("baseline_cnn", input_size=(32, 32))
+    pyfunc = PianoKeyModel()
+    pyfunc.predictor = Predictor(model, tta=1)
+    rng = np.random.default_rng(0)
+    images = pd.DataFrame({"image": list(rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8))})
+    settings = (1, 3, 5, 7)
+    expected = {tta: Predictor(model, tta=tta).predict(images)["probability"] for tta in settings}
+    assert not np.allclose(expected[1], expected[7])  # the settings give different answers
+    start = Barrier(8, timeout=60)
+
+    def request(tta: int) -> tuple[int, pd.Series]:
+        start.wait()  # each round of 8 requests starts together
+        return tta, pyfunc.predict(None, images, params={"tta": tta})["probability"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(request, [settings[i % len(settings)] for i in range(48)]))
+    for tta, probability in answers:
+        np.testing.assert_allclose(probability, expected[tta], rtol=1e-5, err_msg=f"tta={tta}")
+    assert pyfunc.predictor.tta == 1  # the shared predictor is untouched
