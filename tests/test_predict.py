@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -50,34 +51,27 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+def trained(synth_root: Path, isolated_module: Path) -> Trained:
     """Train bn_cnn for 3 tiny epochs with model logging on, registered as NAME@champion."""
-    work = tmp_path_factory.mktemp("predict")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)
-        mp.setenv("MNR_HOME", str(work / "home"))
-        mp.setenv("MNR_CHECKPOINT_DIR", str(work / "checkpoints"))
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        config = resolve_config(
-            model="bn_cnn",
-            options={"data.path": str(synth_root), "train.epochs": 3, "train.batch_size": 8},
-            overrides=[
-                "train.eval_batch_size=64",
-                "tracking.log_model=true",  # default 128x16 input
-                f"tracking.register={NAME}",
-                "optim.lr=0.02",
-            ],
-        )
-        result = run_training(config, progress=False)
-        model_registry.promote(NAME, 1, "champion")
-        mlflow.set_tracking_uri(None)  # forget the global URI MLflow keeps; each test sets its own
+    config = resolve_config(
+        model="bn_cnn",
+        options={"data.path": str(synth_root), "train.epochs": 3, "train.batch_size": 8},
+        overrides=[
+            "train.eval_batch_size=64",
+            "tracking.log_model=true",  # default 128x16 input
+            f"tracking.register={NAME}",
+            "optim.lr=0.02",
+        ],
+    )
+    result = run_training(config, progress=False)
+    model_registry.promote(NAME, 1, "champion")
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    mlflow.set_tracking_uri(None)  # forget the global URI MLflow keeps; each test sets its own
     assert result.status == "FINISHED"
     return Trained(
         tracking_uri=uri,
         run_id=result.run_id,
-        checkpoint=work / "checkpoints" / result.run_id / "best.pt",
+        checkpoint=isolated_module / "checkpoints" / result.run_id / "best.pt",
         test_dir=synth_root / "test",
         test_truth=synth_root / "test_truth.txt",
     )

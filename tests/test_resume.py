@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import TINY, cli_overrides
+from conftest import TINY, cli_overrides, tiny_config
 
 from mnr.cli import main
 from mnr.config import given_settings, resolve_config, to_dict
@@ -150,11 +150,7 @@ class _InterruptAfter(Callback):
 
 
 def test_a_killed_run_resumes_with_more_epochs(synth_root: Path) -> None:
-    config = resolve_config(
-        model="bn_cnn",
-        options={"data.path": str(synth_root), "train.epochs": 2, "train.batch_size": 8},
-        overrides=TINY,
-    )
+    config = tiny_config(synth_root)
     with pytest.raises(KeyboardInterrupt):
         run_training(config, extra_callbacks=[_InterruptAfter(1)], progress=False)
     client = mlflow.MlflowClient()

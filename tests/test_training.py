@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY, cli_overrides, torch_model_uri
+from conftest import TINY, cli_overrides, tiny_config, torch_model_uri
 
 from mnr.cli import main
 from mnr.config import DEFAULT_INPUT_SIZE, AugmentConfig, resolve_config
@@ -25,14 +25,6 @@ from mnr.training import run_training
 from mnr.transforms import augment_batch, to_model_input
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def tiny_config(synth_root: Path, *extra: str, model: str = "bn_cnn", epochs: int = 2):
-    return resolve_config(
-        model=model,
-        options={"data.path": str(synth_root), "train.epochs": epochs, "train.batch_size": 8},
-        overrides=[*TINY, *extra],
-    )
 
 
 def test_to_model_input_normalises_once() -> None:
