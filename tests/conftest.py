@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,9 +47,7 @@ def isolate(patch: pytest.MonkeyPatch, root: Path) -> Path:
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test in its own folders and MLflow store (`isolate`); yields the work folder."""
     yield isolate(monkeypatch, tmp_path)
-    import mlflow
-
-    mlflow.set_tracking_uri(None)  # configure_tracking sets a process-wide URI; don't leak it
+    _forget_tracking_uri()
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +56,15 @@ def isolated_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     each test still gets its own folders from `isolated`. Yields the module's work folder."""
     with pytest.MonkeyPatch.context() as patch:
         yield isolate(patch, tmp_path_factory.mktemp("module"))
-    import mlflow
+    _forget_tracking_uri()
 
-    mlflow.set_tracking_uri(None)
+
+def _forget_tracking_uri() -> None:
+    """configure_tracking sets a process-wide URI; don't leak it to the next test. Only where
+    MLflow is imported already: importing it here, under a test's patches (a faked
+    `importlib.metadata.entry_points`), could fail in the teardown."""
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +25,7 @@ import mlflow
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
+from mnr.console import note
 from mnr.errors import MnrError
 from mnr.tracking.store import client, experiment_id, tracking_uri
 
@@ -161,11 +161,11 @@ def _user() -> str:
 
 
 def _system_metrics(run_id: str) -> Any:
-    """MLflow's system-metrics monitor for a run, started (None, with a warning, without psutil)."""
+    """MLflow's system-metrics monitor for a run, started (None, with a note, without psutil)."""
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
     except ImportError as exc:  # psutil missing
-        warnings.warn(f"system metrics are off: {exc}", stacklevel=3)
+        note(f"system metrics are off: {exc}")
         return None
     monitor = SystemMetricsMonitor(
         run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=tracking_uri()
