@@ -39,14 +39,14 @@ def test_resume_trains_a_finished_run_longer_in_the_same_run(synth_root: Path) -
     run_id = _first_run(synth_root)
     code, output = _train(
         "--resume", run_id, "--epochs", "4", "--register", "longer", "--batch-size", "8",
-        *cli_overrides("tracking.log_model=true"),
+        "--run-name", "four-epochs", *cli_overrides("tracking.log_model=true"),
     )  # fmt: skip
     assert code == 0, output
     assert f"run {run_id} FINISHED" in output and "models:/longer/1" in output
     assert "train.epochs 2 -> 4" in output  # the change is said
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.info.run_name == "four-epochs"
     assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [1, 2, 3, 4]
     assert run.data.params["train.epochs"] == "2"  # MLflow params are immutable ...
     assert run.data.tags["mnr.resume.train.epochs"] == "2 -> 4"  # ... so a tag says what changed
