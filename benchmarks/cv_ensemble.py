@@ -84,8 +84,7 @@ def measure(model: str, style: str, *, folds: int, tta: int) -> dict:
     }
     for label, predictor in (("single", one), ("ensemble", fold_predictor)):
         for shifts in (1, tta):
-            predictor.with_options(tta=shifts)
-            scores = _scores(predictor, data.test_images, data.test_labels)
+            scores = _scores(predictor.with_options(tta=shifts), data.test_images, data.test_labels)
             suffix = "" if shifts == 1 else "_tta"
             row[f"{label}{suffix}_accuracy"] = scores["accuracy"]
             row[f"{label}{suffix}_semitone_mae"] = scores["semitone_mae"]

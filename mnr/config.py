@@ -38,6 +38,8 @@ __all__ = [
     "field_type",
     "flatten",
     "from_dict",
+    "get_dotted",
+    "given_settings",
     "load_config",
     "resolve_config",
     "set_dotted",
@@ -311,6 +313,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def get_dotted(data: dict[str, Any], dotted: str) -> Any:
+    """The value at `dotted` (e.g. "optim.lr") in raw config data; KeyError if it is not there."""
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set `dotted` (e.g. "optim.lr") in raw config data, creating missing sections."""
     parts = dotted.split(".")
@@ -427,19 +436,57 @@ def resolve_config(
     it, `model` picks `experiments/<model>.yaml`. `options` maps dotted keys to values and skips
     those that are None (an option the user did not give).
     """
-    data: dict[str, Any] = {}
-    source = _config_source(model=model, config=config)
-    if source is not None:
-        data = _read_yaml(source)
-    if model is not None:
-        set_dotted(data, "model.name", model)
-    for key, value in (options or {}).items():
-        if value is not None:
-            set_dotted(data, key, value)
-    apply_overrides(data, overrides)
+    data = _given_data(
+        source=_config_source(model=model, config=config),
+        options={"model.name": model, **(options or {})},
+        overrides=overrides,
+    )
     resolved = from_dict(ExperimentConfig, data)
     if len(resolved.data.input_size) != 2 or min(resolved.data.input_size) < 8:
         raise MnrError(
             f"data.input_size: expected [height, width] of at least 8, got {resolved.data.input_size}"
         )
     return resolved
+
+
+def _given_data(
+    *, source: Path | None, options: dict[str, Any] | None, overrides: list[str] | tuple[str, ...]
+) -> dict[str, Any]:
+    """Raw config data from a YAML file, named options (None = not given) and -s overrides."""
+    data = _read_yaml(source) if source is not None else {}
+    for key, value in (options or {}).items():
+        if value is not None:
+            set_dotted(data, key, value)
+    return apply_overrides(data, overrides)
+
+
+def given_settings(
+    *,
+    config: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Only the settings a command line gives: dotted key -> checked value, no defaults.
+
+    `resolve_config` fills in everything; a resumed run must instead know which keys the user
+    actually named, so that an option left out is never compared with the run's value. `config`
+    (a file or a shipped experiment's name) counts as giving every key it sets; `options` skips
+    values that are None. A key is a setting, not a section (`train.epochs`; `model.kwargs`
+    whole). Unknown keys and wrong types fail by name, as in `resolve_config`.
+    """
+    source = _config_source(model=None, config=config) if config is not None else None
+    data = _given_data(source=source, options=options, overrides=overrides)
+    checked = to_dict(from_dict(ExperimentConfig, data))
+    return {key: get_dotted(checked, key) for key in _setting_keys(data, ExperimentConfig)}
+
+
+def _setting_keys(data: dict[str, Any], cls: Any, prefix: str = "") -> list[str]:
+    """The dotted keys of raw data, down to the settings of `cls` (into sections only)."""
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for name, value in data.items():
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            keys += _setting_keys(value, hints[name], f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys

@@ -1,5 +1,9 @@
 """What reaches the user's console: mnr's own lines, bars and warnings; libraries stay quiet.
 
+mnr's own notes to the user (a plot it skipped, a cache it rebuilds, a plugin that failed to
+load) go through `note`: one line, `mnr: ...`, on stderr. They are not Python warnings, which
+print the path and line of mnr's source plus that line of code, noise to a user of the command.
+
 MLflow, alembic and Optuna log at INFO to the console by default ("Creating initial MLflow
 database tables...", "Validating input example against model signature"), and a few libraries
 warn about things that are harmless for mnr's use of them. `configure_console` turns those
@@ -11,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
-__all__ = ["HARMLESS_WARNINGS", "configure_console"]
+__all__ = ["HARMLESS_WARNINGS", "configure_console", "note"]
 
 _LIBRARY_LOGGERS = ("mlflow", "alembic", "optuna", "urllib3", "matplotlib", "PIL")
 # (message regex, category, why it is harmless here)
@@ -59,3 +64,15 @@ def configure_console(*, verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for message, category, _why in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def note(message: str) -> None:
+    """Tell the user something in one line on stderr, `mnr: MESSAGE`, above any progress bar.
+
+    For what mnr itself has to say about its work, where a Python warning would add a source
+    path and a code line (see the module docstring). A problem the user must fix is an
+    `MnrError`, not a note.
+    """
+    from tqdm import tqdm
+
+    tqdm.write(f"mnr: {message}", file=sys.stderr)

@@ -50,6 +50,7 @@ from mnr.config import ExperimentConfig, to_dict
 from mnr.data import TrainingData
 from mnr.data.split import kfold_indices
 from mnr.errors import MnrError
+from mnr.resume import load_resume
 from mnr.training import TrainResult, check_model, load_data, run_training
 
 __all__ = ["CvResult", "FoldRun", "cross_validate", "oof_table"]
@@ -172,7 +173,11 @@ def _run_fold(
             )
     fold_config = _fold_config(config, repeat=repeat, fold=fold, folds=folds)
     fold_data = data.with_split(train_idx, val_idx, name=f"fold {fold} of {folds}, repeat {repeat}")
-    resume = earlier[0].info.run_id if earlier and _resumable(earlier[0].info.run_id) else None
+    resume = (
+        load_resume(earlier[0].info.run_id)
+        if earlier and _resumable(earlier[0].info.run_id)
+        else None
+    )
     if progress:
         print(
             f"mnr cv: {fold_config.tracking.run_name}" + (" (resumed)" if resume else ""),

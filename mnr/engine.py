@@ -28,7 +28,7 @@ from torch import nn
 from mnr.checkpoint import model_state
 from mnr.config import ExperimentConfig, to_dict
 from mnr.errors import MnrError
-from mnr.optim import make_optimizer, make_scheduler
+from mnr.optim import make_optimizer, make_scheduler, restore_scheduler
 from mnr.transforms import augment_batch, to_model_input
 
 __all__ = [
@@ -485,10 +485,9 @@ def _reached(value: float | None, target: float, mode: str) -> bool:
 def _restore(ctx: FitContext, state: dict[str, Any]) -> None:
     ctx.raw_model.load_state_dict(state["model"])
     ctx.optimizer.load_state_dict(state["optimizer"])
-    if ctx.scheduler is not None and state.get("scheduler") is not None:
-        ctx.scheduler.load_state_dict(state["scheduler"])
     ctx.epoch = int(state["epoch"])
     ctx.global_step = int(state["global_step"])
+    restore_scheduler(ctx.scheduler, state, config=ctx.config)
     ctx.history = list(state.get("history", []))
     torch.set_rng_state(state["rng"]["torch"])
     ctx.generator.set_state(state["rng"]["generator"])

@@ -7,6 +7,7 @@ others per epoch (`mnr.engine.fit`).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from mnr.config import ExperimentConfig
 from mnr.errors import MnrError
 
-__all__ = ["make_optimizer", "make_scheduler"]
+__all__ = ["make_optimizer", "make_scheduler", "restore_scheduler"]
 
 
 def make_optimizer(model: nn.Module, config: ExperimentConfig) -> torch.optim.Optimizer:
@@ -61,3 +62,35 @@ def make_scheduler(
         steps_per_epoch=max(1, steps_per_epoch),
         pct_start=sched.pct_start,
     )
+
+
+def restore_scheduler(
+    scheduler: Any, checkpoint: dict[str, Any], *, config: ExperimentConfig
+) -> None:
+    """Put a resumed run's `scheduler` where the run stands, after its optimizer is restored.
+
+    `checkpoint` is the engine's (`FitContext.checkpoint`): the scheduler's state, saved by a run
+    configured for the checkpoint's `train.epochs`, and where the run stood. With the same epoch
+    count, or a step schedule (whose shape does not depend on it), the state is loaded as it is.
+    A cosine or onecycle schedule spans `train.epochs`, and a resume that changes it (`mnr train
+    --resume RUN --epochs 60`) cannot keep the old one: past its end a cosine climbs back up and
+    a onecycle raises. Such a schedule is rebuilt for the new epoch count and moved to the
+    resumed epoch (step, for onecycle), as if the run had been started with the new count, as
+    timm's resume does. Extending a finished cosine run is then a warm restart: the learning
+    rate jumps from the old schedule's end to the longer one's value at that epoch and decays to
+    `scheduler.min_lr` by the new last epoch.
+    """
+    state = checkpoint.get("scheduler")
+    if scheduler is None or state is None:
+        return
+    spans_epochs = config.scheduler.name in ("cosine", "onecycle")
+    if not spans_epochs or checkpoint["config"]["train"]["epochs"] == config.train.epochs:
+        scheduler.load_state_dict(state)
+        return
+    for group in scheduler.optimizer.param_groups:
+        group["lr"] = group["initial_lr"]  # where the fresh `scheduler` started, before the load
+    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        per_batch = config.scheduler.name == "onecycle"
+        for _ in range(checkpoint["global_step"] if per_batch else checkpoint["epoch"]):
+            scheduler.step()

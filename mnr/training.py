@@ -26,20 +26,20 @@ from mnr import metrics as pitch_metrics
 from mnr import settings, tracking
 from mnr.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from mnr.checkpoint import load_checkpoint
-from mnr.config import ExperimentConfig, from_dict
+from mnr.config import ExperimentConfig
 from mnr.data import TrainingData, load_training_data
 from mnr.data.layout import FigureLayout
 from mnr.data.manifest import instrument_metrics, instrument_table
 from mnr.engine import Callback, evaluate, fit, resolve_device, seed_everything
 from mnr.errors import MnrError
 from mnr.models import create_model, import_model_module, is_model, takes_in_chans
+from mnr.resume import Resume
 
 __all__ = [
     "TrainResult",
     "build_model",
     "check_model",
     "load_data",
-    "resolve_resume",
     "run_training",
 ]
 
@@ -103,31 +103,6 @@ def load_data(config: ExperimentConfig, *, progress: bool = True) -> TrainingDat
         workers=data.workers,
         progress=progress,
     )
-
-
-def resolve_resume(target: str) -> tuple[dict[str, Any], str | None]:
-    """Find the checkpoint to resume from: a file path, or an MLflow run id.
-
-    For a run id, the local `MNR_CHECKPOINT_DIR/<run_id>/last.pt` is used when present, else the
-    run's logged `checkpoints/last.pt` artifact is downloaded.
-    """
-    path = Path(target).expanduser()
-    if path.is_file():
-        state = load_checkpoint(path)
-        return state, state.get("run_id")
-    local = settings.MNR_CHECKPOINT_DIR.path() / target / "last.pt"
-    if local.is_file():
-        return load_checkpoint(local), target
-    tracking.configure_tracking()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            downloaded = tracking.client().download_artifacts(target, "checkpoints/last.pt", tmp)
-            return load_checkpoint(downloaded), target
-    except Exception as exc:  # noqa: BLE001 - any failure means "nothing to resume from"
-        raise MnrError(
-            f"nothing to resume for {target!r}: no checkpoint file, no {local}, "
-            f"and no checkpoints/last.pt artifact in that MLflow run ({exc})"
-        ) from None
 
 
 def _run_name(config: ExperimentConfig) -> str:
@@ -222,7 +197,7 @@ def _final_evaluation(
 def run_training(
     config: ExperimentConfig,
     *,
-    resume: str | None = None,
+    resume: Resume | None = None,
     data: TrainingData | None = None,
     parent_run_id: str | None = None,
     extra_callbacks: Sequence[Callback] = (),
@@ -235,14 +210,15 @@ def run_training(
 ) -> TrainResult:
     """Train one model as configured and record it in MLflow (see module docstring).
 
-    `data` lets a caller that trains many times (tuning) decode the dataset once. `resume` is a
-    run id or checkpoint path; the resumed run keeps its config and continues in the same run.
+    `data` lets a caller that trains many times (tuning) decode the dataset once. `resume`
+    (`mnr.resume.load_resume`) continues its checkpoint in the same run, with `resume.config`
+    in place of `config`: the run's own, changed only where `load_resume` allowed.
     """
-    state: dict[str, Any] | None = None
-    run_id: str | None = None
+    state, run_id = None, None
     if resume is not None:
-        state, run_id = resolve_resume(resume)
-        config = from_dict(ExperimentConfig, state["config"])
+        state, run_id, config = resume.state, resume.run_id, resume.config
+    # a resumed run keeps its name, unless the resume changes it
+    keep_name = run_id is not None and "tracking.run_name" not in resume.changes
     is_main = (dist.get_rank() if dist.is_initialized() else 0) == 0
     track = track and is_main
     if track:
@@ -261,7 +237,7 @@ def run_training(
     run = (
         tracking.tracked_run(
             experiment=config.tracking.experiment,
-            run_name=_run_name(config),
+            run_name=None if keep_name else _run_name(config),
             tags=_run_tags(config, data, resumed=state is not None, extra=extra_tags),
             parent_run_id=parent_run_id,
             run_id=run_id,
@@ -283,6 +259,8 @@ def run_training(
                     source=str(data.paths.train),
                 )
                 _log_layout(run_id, data, input_size=tuple(config.data.input_size))
+                if resume is not None and resume.changes:
+                    tracking.log_resume_changes(run_id, resume.changes)
             run_id = _shared_run_id(run_id)
             checkpoint_dir = None
             if save_checkpoints:

@@ -1,8 +1,15 @@
-"""Shared fixtures: every test runs in its own folder with its own MLflow store and caches."""
+"""Shared fixtures: every test runs in its own folder with its own MLflow store and caches.
+
+One copy of each: the environment isolation (`isolate`, for a test and for a module's
+fixtures), the ready MLflow store (`empty_store`), the tiny run's config (`tiny_config`) and the
+child runs of a parent (`children`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from mnr.config import ExperimentConfig, resolve_config
 
 # The overrides of a tiny run, one that takes seconds: small images, one validation batch, no
 # logged model (tests that need one add tracking.log_model=true after these; later values win).
@@ -36,22 +45,88 @@ def this_environments_commands() -> Iterator[None]:
         yield
 
 
+def isolate(patch: pytest.MonkeyPatch, root: Path) -> Path:
+    """Work in `root/work`, with a private MNR_HOME, checkpoint folder and MLflow store there
+    (`work/mlflow.db`) and none of the user's data or cache folders; return the work folder."""
+    work = root / "work"
+    work.mkdir(exist_ok=True)
+    patch.chdir(work)
+    patch.setenv("MNR_HOME", str(root / "home"))
+    patch.setenv("MNR_CHECKPOINT_DIR", str(work / "checkpoints"))
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    for name in ("MLFLOW_RUN_ID", "MNR_DATA_DIR", "MNR_CACHE_DIR"):
+        patch.delenv(name, raising=False)
+    return work
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private working directory, MNR_HOME, checkpoint folder and MLflow store per test."""
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("MNR_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MNR_CHECKPOINT_DIR", str(work / "checkpoints"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.delenv("MNR_DATA_DIR", raising=False)
-    monkeypatch.delenv("MNR_CACHE_DIR", raising=False)
-    yield work
+    """Every test in its own folders and MLflow store (`isolate`); yields the work folder."""
+    yield isolate(monkeypatch, tmp_path)
+    _forget_tracking_uri()
+
+
+@pytest.fixture(scope="module")
+def isolated_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The same isolation for a module's expensive fixtures (a model trained once per module);
+    each test still gets its own folders from `isolated`. Yields the module's work folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield isolate(patch, tmp_path_factory.mktemp("module"))
+    _forget_tracking_uri()
+
+
+def _forget_tracking_uri() -> None:
+    """configure_tracking sets a process-wide URI; don't leak it to the next test. Only where
+    MLflow is imported already: importing it here, under a test's patches (a faked
+    `importlib.metadata.entry_points`), could fail in the teardown."""
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite store with its tables created, made once: creating them takes seconds."""
     import mlflow
 
-    mlflow.set_tracking_uri(None)  # configure_tracking sets a process-wide URI; don't leak it
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def empty_store(store_template: Path, isolated: Path) -> Path:
+    """This test's MLflow store, empty and ready (a copy of `store_template`); returns its file."""
+    return Path(shutil.copyfile(store_template, isolated / "mlflow.db"))
+
+
+def tiny_config(
+    synth_root: Path,
+    *extra: str,
+    model: str = "bn_cnn",
+    epochs: int = 2,
+    config: Path | None = None,
+    search: dict | None = None,
+) -> ExperimentConfig:
+    """A tiny run on `synth_root`: `model`'s experiment (or the `config` file), `epochs` epochs
+    in batches of 8, `TINY`, then the `extra` overrides; `search` replaces the search space."""
+    resolved = resolve_config(
+        model=None if config else model,
+        config=config,
+        options={"data.path": str(synth_root), "train.epochs": epochs, "train.batch_size": 8},
+        overrides=[*TINY, *extra],
+    )
+    return dataclasses.replace(resolved, search=search) if search is not None else resolved
+
+
+def children(parent_run_id: str) -> list:
+    """The child runs of a run (the folds of `mnr cv`, the trials of `mnr tune`)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs(
+        [experiment], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=1000
+    )
 
 
 def write_png(

@@ -20,7 +20,6 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -231,16 +230,7 @@ def test_unlabelled_folder_symlink_outside_is_refused(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------- unusual modes that work
-@pytest.fixture
-def empty_store(isolated: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """This test's MLflow store, copied from one made once (creating the tables takes seconds)."""
-    template = tmp_path_factory.getbasetemp() / "bad-input-store.db"
-    if not template.exists():
-        mlflow.MlflowClient(f"sqlite:///{template}").search_experiments()
-    shutil.copyfile(template, isolated / "mlflow.db")
-
-
-def test_sixteen_bit_grayscale_and_palette_pngs_train(tmp_path: Path, empty_store: None) -> None:
+def test_sixteen_bit_grayscale_and_palette_pngs_train(tmp_path: Path, empty_store: Path) -> None:
     folder = tmp_path / "modes"
     folder.mkdir()
     modes = ["I;16", "L", "P", "LA", "1", "RGB"]

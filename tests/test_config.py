@@ -9,7 +9,6 @@ import yaml
 
 from mnr.config import (
     SHIPPED_EXPERIMENTS,
-    ExperimentConfig,
     experiments_dir,
     flatten,
     load_config,
@@ -101,12 +100,17 @@ def test_values_are_never_evaluated_as_code() -> None:
         resolve_config(overrides=["train.epochs=!!python/object/apply:os.system ['false']"])
 
 
-def test_dump_round_trips_and_flattens() -> None:
-    config = resolve_config(model="baseline_cnn", overrides=["model.kwargs={dropout: 0.2}"])
-    again = resolve_config(config=None, overrides=[])
-    assert isinstance(again, ExperimentConfig)
-    data = yaml.safe_load(to_yaml(config))
-    assert data == to_dict(config)
+def test_dump_round_trips_and_flattens(tmp_path: Path) -> None:
+    config = resolve_config(
+        model="baseline_cnn",
+        overrides=["model.kwargs={dropout: 0.2}", "train.target=0.9", "data.path=~/notes"],
+    )
+    dumped = tmp_path / "dumped.yaml"
+    dumped.write_text(to_yaml(config))
+    assert load_config(dumped) == config  # every value back, with its type
+    assert resolve_config(config=dumped) == config
+    assert yaml.safe_load(to_yaml(config)) == to_dict(config)
+    assert load_config(dumped) != resolve_config(model="baseline_cnn")  # the comparison can fail
     flat = flatten(to_dict(config))
     assert (
         flat["optim.lr"] == 0.005

@@ -171,3 +171,32 @@ def test_runs_carry_a_description_a_source_and_metrics_in_sections(
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(
         run.data.metrics
     )
+
+
+def test_a_one_trial_study_notes_the_skipped_plot_in_one_line(synth_root: Path) -> None:
+    """mnr's notes are one `mnr: ...` line, not a Python warning with mnr's source path."""
+    import warnings
+
+    from click.testing import CliRunner
+
+    from mnr.cli import main
+
+    args = ["tune", "--data", str(synth_root), "--trials", "1", "--epochs", "1", "-q"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(
+            main, [*args, "--study-name", "one", *cli_overrides(*TINY, "train.batch_size=8")]
+        )
+    assert result.exit_code == 0, result.output
+    assert (
+        "mnr: skipped the parameter-importance plot: it needs 2 completed trials with different "
+        "values\n" in result.output
+    )
+    assert [str(w.message) for w in caught if f"{os.sep}mnr{os.sep}" in w.filename] == []
+
+
+def test_mnr_speaks_through_the_console_not_python_warnings() -> None:
+    """A note for the user goes through `mnr.console.note`; `warnings.warn` in mnr's own code
+    would print a source path and a line of code instead."""
+    sources = sorted((REPO / "mnr").rglob("*.py"))
+    assert [str(p.relative_to(REPO)) for p in sources if "warnings.warn(" in p.read_text()] == []

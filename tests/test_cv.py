@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, cli_overrides
+from conftest import TINY, children, cli_overrides
 
 from mnr import tracking
 from mnr.config import resolve_config
@@ -26,12 +26,6 @@ REPO = Path(__file__).resolve().parent.parent
 CV = [*TINY, "train.batch_size=4", "tracking.experiment=cv"]
 
 
-def _children(parent: str) -> list:
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name("cv").experiment_id
-    return client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent}'")
-
-
 def test_three_folds_are_three_child_runs_and_every_image_is_predicted_once(
     synth_root: Path,
 ) -> None:
@@ -39,9 +33,9 @@ def test_three_folds_are_three_child_runs_and_every_image_is_predicted_once(
         model="bn_cnn", options={"data.path": str(synth_root), "train.epochs": 2}, overrides=CV
     )
     result = cross_validate(config, folds=3, register="cv-tiny", tta=3, progress=False)
-    children = _children(result.parent_run_id)
-    assert len(children) == 3 and {c.info.status for c in children} == {"FINISHED"}
-    assert sorted(int(c.data.tags["mnr.fold"]) for c in children) == [0, 1, 2]
+    folds = children(result.parent_run_id)
+    assert len(folds) == 3 and {c.info.status for c in folds} == {"FINISHED"}
+    assert sorted(int(c.data.tags["mnr.fold"]) for c in folds) == [0, 1, 2]
     parent = mlflow.MlflowClient().get_run(result.parent_run_id)
     assert parent.data.tags["mnr.role"] == "cv"
     for name in ("accuracy", "semitone_mae", "within_one_key", "octave_error_rate"):

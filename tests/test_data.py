@@ -261,7 +261,9 @@ def test_cache_hit_miss_and_invalidation(tmp_path: Path) -> None:
     ).from_cache
 
 
-def test_corrupt_cache_is_rebuilt_not_trusted(tmp_path: Path) -> None:
+def test_corrupt_cache_is_rebuilt_not_trusted(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     folder = write_folder(tmp_path / "d", [1, 2])
     cache = tmp_path / "cache"
     first = load_images(
@@ -271,14 +273,15 @@ def test_corrupt_cache_is_rebuilt_not_trusted(tmp_path: Path) -> None:
     raw = bytearray(array_file.read_bytes())
     raw[-10] ^= 0xFF  # one flipped bit in the pixels: the header still parses
     array_file.write_bytes(bytes(raw))
-    with pytest.warns(UserWarning, match="rebuilding"):
-        again = load_images(
-            scan_folder(folder), size=(16, 16), cache_dir=cache, workers=1, progress=False
-        )
+    capsys.readouterr()
+    again = load_images(
+        scan_folder(folder), size=(16, 16), cache_dir=cache, workers=1, progress=False
+    )
     assert not again.from_cache and np.array_equal(again.images, first.images)
+    assert f"mnr: image cache {array_file} is unusable" in capsys.readouterr().err
     array_file.write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="rebuilding"):
-        load_images(scan_folder(folder), size=(16, 16), cache_dir=cache, workers=1, progress=False)
+    load_images(scan_folder(folder), size=(16, 16), cache_dir=cache, workers=1, progress=False)
+    assert "rebuilding it" in capsys.readouterr().err
 
 
 def test_parallel_decode_matches_serial(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,17 +45,7 @@ STATEFUL = [
 ]
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow sqlite store with its tables created: creating them takes seconds per test."""
-    path = tmp_path_factory.mktemp("store") / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture(autouse=True)
-def _store(empty_store: Path, isolated: Path) -> None:
-    shutil.copyfile(empty_store, isolated / "mlflow.db")
+pytestmark = pytest.mark.usefixtures("empty_store")  # every test starts on a ready store
 
 
 def client() -> mlflow.MlflowClient:

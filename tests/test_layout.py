@@ -171,15 +171,6 @@ def specshow_model(styled, tmp_path_factory: pytest.TempPathFactory, isolated_mo
     return result.checkpoint_dir / "best.pt"
 
 
-@pytest.fixture(scope="module")
-def isolated_module(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as patch:
-        work = tmp_path_factory.mktemp("layout-model")
-        patch.setenv("MNR_HOME", str(work / "home"))
-        patch.setenv("MNR_CHECKPOINT_DIR", str(work / "checkpoints"))
-        yield work
-
-
 def test_a_model_crops_as_training_did_and_refuses_another_layout(
     styled, specshow_model: Path
 ) -> None:

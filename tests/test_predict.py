@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -50,34 +51,27 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+def trained(synth_root: Path, isolated_module: Path) -> Trained:
     """Train bn_cnn for 3 tiny epochs with model logging on, registered as NAME@champion."""
-    work = tmp_path_factory.mktemp("predict")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)
-        mp.setenv("MNR_HOME", str(work / "home"))
-        mp.setenv("MNR_CHECKPOINT_DIR", str(work / "checkpoints"))
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        config = resolve_config(
-            model="bn_cnn",
-            options={"data.path": str(synth_root), "train.epochs": 3, "train.batch_size": 8},
-            overrides=[
-                "train.eval_batch_size=64",
-                "tracking.log_model=true",  # default 128x16 input
-                f"tracking.register={NAME}",
-                "optim.lr=0.02",
-            ],
-        )
-        result = run_training(config, progress=False)
-        model_registry.promote(NAME, 1, "champion")
-        mlflow.set_tracking_uri(None)  # forget the global URI MLflow keeps; each test sets its own
+    config = resolve_config(
+        model="bn_cnn",
+        options={"data.path": str(synth_root), "train.epochs": 3, "train.batch_size": 8},
+        overrides=[
+            "train.eval_batch_size=64",
+            "tracking.log_model=true",  # default 128x16 input
+            f"tracking.register={NAME}",
+            "optim.lr=0.02",
+        ],
+    )
+    result = run_training(config, progress=False)
+    model_registry.promote(NAME, 1, "champion")
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    mlflow.set_tracking_uri(None)  # forget the global URI MLflow keeps; each test sets its own
     assert result.status == "FINISHED"
     return Trained(
         tracking_uri=uri,
         run_id=result.run_id,
-        checkpoint=work / "checkpoints" / result.run_id / "best.pt",
+        checkpoint=isolated_module / "checkpoints" / result.run_id / "best.pt",
         test_dir=synth_root / "test",
         test_truth=synth_root / "test_truth.txt",
     )
@@ -408,3 +402,33 @@ def test_importing_mnr_predict_loads_neither_torch_pandas_nor_mlflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_concurrent_requests_each_get_their_own_tta() -> None:
+    """A served model answers requests in threads from one predictor: a request's `tta` applies
+    to that request only, never to the predictor that the others share."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from mnr.tracking.serving import PianoKeyModel
+
+    torch.manual_seed(0)
+    model = create_model("baseline_cnn", input_size=(32, 32))
+    pyfunc = PianoKeyModel()
+    pyfunc.predictor = Predictor(model, tta=1)
+    rng = np.random.default_rng(0)
+    images = pd.DataFrame({"image": list(rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8))})
+    settings = (1, 3, 5, 7)
+    expected = {tta: Predictor(model, tta=tta).predict(images)["probability"] for tta in settings}
+    assert not np.allclose(expected[1], expected[7])  # the settings give different answers
+    start = Barrier(8, timeout=60)
+
+    def request(tta: int) -> tuple[int, pd.Series]:
+        start.wait()  # each round of 8 requests starts together
+        return tta, pyfunc.predict(None, images, params={"tta": tta})["probability"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(request, [settings[i % len(settings)] for i in range(48)]))
+    for tta, probability in answers:
+        np.testing.assert_allclose(probability, expected[tta], rtol=1e-5, err_msg=f"tta={tta}")
+    assert pyfunc.predictor.tta == 1  # the shared predictor is untouched

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY, cli_overrides, torch_model_uri
+from conftest import TINY, cli_overrides, tiny_config, torch_model_uri
 
 from mnr.cli import main
 from mnr.config import DEFAULT_INPUT_SIZE, AugmentConfig, resolve_config
@@ -20,18 +20,11 @@ from mnr.engine import Callback, DivergedError
 from mnr.errors import MnrError
 from mnr.models import create_model
 from mnr.optim import make_optimizer, make_scheduler
+from mnr.resume import load_resume
 from mnr.training import run_training
 from mnr.transforms import augment_batch, to_model_input
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def tiny_config(synth_root: Path, *extra: str, model: str = "bn_cnn", epochs: int = 2):
-    return resolve_config(
-        model=model,
-        options={"data.path": str(synth_root), "train.epochs": epochs, "train.batch_size": 8},
-        overrides=[*TINY, *extra],
-    )
 
 
 def test_to_model_input_normalises_once() -> None:
@@ -160,7 +153,8 @@ def test_interrupted_run_is_killed_and_resumes_to_identical_metrics(synth_root: 
     )
     assert len(killed) == 1
     run_id = killed[0].info.run_id
-    resumed = run_training(tiny_config(synth_root), resume=run_id, progress=False)
+    resume = load_resume(run_id)
+    resumed = run_training(resume.config, resume=resume, progress=False)
     assert resumed.run_id == run_id and resumed.status == "FINISHED"
     assert client.get_run(run_id).info.status == "FINISHED"
     assert len(resumed.history) == 4

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -15,10 +14,9 @@ import mlflow
 import optuna
 import pytest
 from click.testing import CliRunner
-from conftest import TINY, cli_overrides
+from conftest import TINY, children, cli_overrides, tiny_config
 
 from mnr.cli import main
-from mnr.config import resolve_config
 from mnr.errors import MnrError
 from mnr.tune import (
     PruningCallback,
@@ -33,23 +31,12 @@ from mnr.tune import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-TUNE_TINY = [*TINY, "tracking.experiment=tune"]
+TUNE = "tracking.experiment=tune"
+TUNE_TINY = [*TINY, TUNE]
 SMALL_SPACE = {
     "optim.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
     "train.batch_size": {"type": "categorical", "choices": [4, 8]},
 }
-
-
-def tiny_config(
-    synth_root: Path, *extra: str, search: dict | None = None, config: Path | None = None
-):
-    resolved = resolve_config(
-        model=None if config else "baseline_cnn",
-        config=config,
-        options={"data.path": str(synth_root), "train.epochs": 2, "train.batch_size": 8},
-        overrides=[*TUNE_TINY, *extra],
-    )
-    return dataclasses.replace(resolved, search=search) if search is not None else resolved
 
 
 def runs(filter_string: str) -> list:
@@ -58,13 +45,9 @@ def runs(filter_string: str) -> list:
     return list(client.search_runs([experiment.experiment_id], filter_string, max_results=1000))
 
 
-def children(parent_run_id: str) -> list:
-    return runs(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
-
-
 def test_trials_are_child_runs_of_one_study_run(synth_root: Path) -> None:
     result = tune(
-        tiny_config(synth_root, search=SMALL_SPACE),
+        tiny_config(synth_root, TUNE, model="baseline_cnn", search=SMALL_SPACE),
         trials=3,
         study_name="s1",
         pruner="none",
@@ -99,7 +82,7 @@ def test_trials_are_child_runs_of_one_study_run(synth_root: Path) -> None:
 
 
 def test_running_again_adds_trials_and_reruns_none(synth_root: Path) -> None:
-    config = tiny_config(synth_root, "train.epochs=3", search=SMALL_SPACE)
+    config = tiny_config(synth_root, TUNE, model="baseline_cnn", epochs=3, search=SMALL_SPACE)
     first = tune(config, trials=3, epochs=2, study_name="resume", progress=False)
     before = {t.number: (t.state, t.params, t.datetime_complete) for t in first.study.trials}
     second = tune(config, trials=3, epochs=2, study_name="resume", progress=False)
@@ -138,7 +121,7 @@ def test_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(
         "search:\n"
         "  optim.lr: {type: float, low: 1e20, high: 1e21, log: true}\n"  # YAML reads 1e20 as a string
     )
-    config = tiny_config(synth_root, config=experiment)
+    config = tiny_config(synth_root, TUNE, config=experiment)
     result = tune(config, trials=2, study_name="absurd", progress=False)
     assert len(result.study.trials) == 2 and result.best_trial is None
     child_runs = {int(r.data.tags["mnr.trial"]): r for r in children(result.parent_run_id)}
@@ -157,7 +140,9 @@ def test_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(synth_root: Path) -> None:
     # nesterov without momentum passes the config check but fails in the engine, after the run exists
     space = {"optim.nesterov": {"type": "categorical", "choices": [True]}}
-    config = tiny_config(synth_root, "optim.name=sgd", "optim.momentum=0", search=space)
+    config = tiny_config(
+        synth_root, TUNE, "optim.name=sgd", "optim.momentum=0", model="baseline_cnn", search=space
+    )
     result = tune(config, trials=2, study_name="fails", progress=False)
     assert [t.state for t in result.study.trials] == [optuna.trial.TrialState.FAIL] * 2
     for trial in result.study.trials:

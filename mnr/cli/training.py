@@ -53,34 +53,55 @@ def train_cmd(
     resume,
     print_config,
 ) -> None:
-    """Train a model with one experiment config; everything is tracked in MLflow."""
-    from mnr.config import resolve_config, to_yaml
+    """Train a model with one experiment config; everything is tracked in MLflow.
+
+    With --resume the run continues with the config it was trained with: --epochs, --register,
+    --run-name (and -s keys such as train.early_stopping.patience) change it, and an option that
+    would make it another experiment (--model, --data, --batch-size, --seed...) is refused.
+    """
+    from mnr.config import given_settings, resolve_config, to_yaml
     from mnr.distributed import distributed_session
+    from mnr.resume import load_resume
     from mnr.training import run_training
 
     interrupts_as_keyboard()
-    config = resolve_config(
-        model=model or (None if config_file else "baseline_cnn"),
-        config=config_file,
-        options={
-            "model.module": model_module,
-            "data.path": data,
-            "train.epochs": epochs,
-            "optim.lr": lr,
-            "train.batch_size": batch_size,
-            "train.seed": seed,
-            "tracking.experiment": experiment,
-            "tracking.run_name": run_name,
-            "tracking.register": register,
-        },
-        overrides=overrides,
-    )
+    named = {  # dotted key: (the option, its value; None when not given)
+        "model.module": ("--model-module", model_module),
+        "data.path": ("--data", data),
+        "train.epochs": ("--epochs", epochs),
+        "optim.lr": ("--lr", lr),
+        "train.batch_size": ("--batch-size", batch_size),
+        "train.seed": ("--seed", seed),
+        "tracking.experiment": ("--experiment", experiment),
+        "tracking.run_name": ("--run-name", run_name),
+        "tracking.register": ("--register", register),
+    }
+    options = {key: value for key, (_, value) in named.items()}
+    resumed = None
+    if resume is not None:
+        resumed = load_resume(
+            resume,
+            given=given_settings(
+                config=config_file, options={"model.name": model, **options}, overrides=overrides
+            ),
+            option_names={"model.name": "--model", **{k: flag for k, (flag, _) in named.items()}},
+        )
+        config = resumed.config
+        for key, (old, new) in resumed.changes.items():
+            click.echo(f"mnr: resuming run {resumed.run_id}: {key} {old} -> {new}", err=True)
+    else:
+        config = resolve_config(
+            model=model or (None if config_file else "baseline_cnn"),
+            config=config_file,
+            options=options,
+            overrides=overrides,
+        )
     if print_config:
         click.echo(to_yaml(config), nl=False)
         return
     try:
         with distributed_session():
-            result = run_training(config, resume=resume, progress=not quiet)
+            result = run_training(config, resume=resumed, progress=not quiet)
     except KeyboardInterrupt:  # run_training has said how to resume, if there is anything to resume
         click.echo("mnr: interrupted", err=True)
         sys.exit(130)

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mnr import settings
+from mnr.console import note
 from mnr.data.detection import SAMPLE, LayoutReport, detect_layout
 from mnr.data.folder import ImageSet, raise_for_problems
 from mnr.data.images import decode_png
@@ -154,7 +154,7 @@ def _read_cache(
             raise ValueError("checksum mismatch")
         return images
     except Exception as exc:  # any damage means rebuild; the reason goes to the user once
-        warnings.warn(f"image cache {array_path} is unusable ({exc}); rebuilding it", stacklevel=3)
+        note(f"image cache {array_path} is unusable ({exc}); rebuilding it")
         return None
 
 
@@ -195,7 +195,7 @@ def load_images(
     `layout` is how to read the images (`mnr.data.layout`); None means the set's own, detected
     (`cached_layout`, with `channels`). The set's own problems (bad truth lines, missing files)
     are raised first, before any decoding. A cache that cannot be written (read-only or full
-    disk) is a warning: training goes on from memory.
+    disk) is a note: training goes on from memory.
     """
     raise_for_problems(image_set.problems, what=str(image_set.truth_path or image_set.root))
     size = (int(size[0]), int(size[1]))
@@ -218,10 +218,7 @@ def load_images(
         try:
             _write_cache(array_path, meta_path, images, image_set)
         except OSError as exc:
-            warnings.warn(
-                f"could not write the image cache in {folder} ({exc}); continuing without it",
-                stacklevel=2,
-            )
+            note(f"could not write the image cache in {folder} ({exc}); continuing without it")
     return DecodedImages(
         image_set=image_set, images=images, key=key, layout=layout, from_cache=False
     )

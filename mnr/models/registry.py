@@ -40,7 +40,6 @@ import inspect
 import re
 import sys
 import types
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from typing import Any
 from torch import nn
 
 from mnr.config import DEFAULT_INPUT_SIZE
+from mnr.console import note
 from mnr.data.layout import FigureLayout
 from mnr.errors import MnrError
 
@@ -237,11 +237,7 @@ def load_plugins() -> list[str]:
                 register_model(obj, name=ep.name)
         except Exception as e:  # any failure in foreign code skips that plugin
             _unregister_since(names_before)
-            warnings.warn(
-                f"mnr: skipping model plugin {ep.name!r} ({ep.value}): {type(e).__name__}: {e}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            note(f"skipping model plugin {ep.name!r} ({ep.value}): {type(e).__name__}: {e}")
             continue
         loaded.append(ep.name)
     return loaded
@@ -455,9 +451,7 @@ def _default_param_count(name: str) -> int | None:
         try:
             _param_counts[name] = count_parameters(create_model(name))
         except Exception as e:  # one broken plugin model must not break the listing
-            warnings.warn(
-                f"mnr: model {name!r} fails to build: {type(e).__name__}: {e}", stacklevel=3
-            )
+            note(f"model {name!r} fails to build: {type(e).__name__}: {e}")
             _param_counts[name] = None
     return _param_counts[name]
 

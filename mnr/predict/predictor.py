@@ -10,6 +10,7 @@ or a checkpoint file into a `Predictor`, unwrapping the MLflow pyfunc that `mnr 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,12 +147,18 @@ class Predictor:
         return self
 
     def with_options(self, *, batch_size: int | None = None, tta: int | None = None) -> Predictor:
-        """Set the inference batch size and the number of TTA shifts (None keeps each)."""
+        """This predictor with another inference batch size or number of TTA shifts (None keeps
+        each): a copy that shares the models, never a change to this one.
+
+        A served model answers concurrent requests from one predictor, each with its own `tta`;
+        changing the shared one would let a request answer with another's setting.
+        """
+        other = copy.copy(self)  # the models are shared: inference does not change them
         if batch_size is not None:
-            self.batch_size, self._default_batch = int(batch_size), False
+            other.batch_size, other._default_batch = int(batch_size), False
         if tta is not None:
-            self.tta = _check_tta(tta)
-        return self
+            other.tta = _check_tta(tta)
+        return other
 
     @classmethod
     def from_checkpoints(

@@ -21,6 +21,7 @@ from mnr.tracking.recording import (
     log_metrics,
     log_new_params,
     log_params,
+    log_resume_changes,
     log_text,
 )
 from mnr.tracking.runs import (
@@ -55,6 +56,7 @@ __all__ = [
     "log_new_params",
     "log_params",
     "log_pytorch_model",
+    "log_resume_changes",
     "log_text",
     "mlflow_error",
     "requirements",

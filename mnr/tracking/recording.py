@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import DatasetInput, InputTag, Metric, Param
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from mnr.config import ExperimentConfig, flatten, to_dict, to_yaml
@@ -22,8 +22,11 @@ __all__ = [
     "log_metrics",
     "log_new_params",
     "log_params",
+    "log_resume_changes",
     "log_text",
 ]
+
+RESUME_TAG_PREFIX = "mnr.resume."  # + a setting's dotted key: how resumes changed it
 
 
 def log_params(run_id: str, config: ExperimentConfig) -> None:
@@ -41,6 +44,22 @@ def log_params(run_id: str, config: ExperimentConfig) -> None:
         path = Path(tmp) / "config.yaml"
         path.write_text(to_yaml(config))
         log_artifact(run_id, path)  # an unwritable artifact store is a clear error, before training
+
+
+def log_resume_changes(run_id: str, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Record what a resume changed (dotted key -> (old, new)) as tags `mnr.resume.KEY`.
+
+    MLflow params cannot change, so `train.epochs` stays the value the run started with; the tag
+    says what it became, `2 -> 4`, and grows with each resume (`2 -> 4 -> 6`). The config in
+    force is the run's `config.yaml`, which `log_params` writes again on every (re)start.
+    """
+    tags = client().get_run(run_id).data.tags
+    updated = {}
+    for key, (old, new) in changes.items():
+        earlier = tags.get(RESUME_TAG_PREFIX + key, "")
+        chain = earlier if earlier.endswith(f" -> {old}") else str(old)
+        updated[RESUME_TAG_PREFIX + key] = f"{chain} -> {new}"
+    client().log_batch(run_id, tags=[RunTag(key, value[:8000]) for key, value in updated.items()])
 
 
 def log_dataset(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +25,7 @@ import mlflow
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
+from mnr.console import note
 from mnr.errors import MnrError
 from mnr.tracking.store import client, experiment_id, tracking_uri
 
@@ -86,10 +86,10 @@ def _create_run(
     return run.info.run_id
 
 
-def _reopen(run_id: str, tags: dict[str, str] | None) -> str:
-    """Mark an existing run RUNNING again (a resumed run) and update its tags."""
+def _reopen(run_id: str, tags: dict[str, str] | None, run_name: str | None) -> str:
+    """Mark an existing run RUNNING again (a resumed run), update its tags, rename it if asked."""
     mlflow_client = client()
-    mlflow_client.update_run(run_id, status="RUNNING")
+    mlflow_client.update_run(run_id, status="RUNNING", name=run_name)
     if tags:
         set_tags(run_id, tags)
     return run_id
@@ -109,6 +109,7 @@ def tracked_run(
 ) -> Iterator[str]:
     """A run for the block: created (or `run_id` reopened), then ended by how the block ends.
 
+    `run_name` names a new run, and renames a reopened one when given (None keeps its name).
     `description` is the text at the top of the run's page in the UI, `source` the command that
     made it (the UI's Source column). `system_metrics` samples CPU, memory and (where pynvml
     finds one) GPU use into `system/...` metrics while the block runs, with MLflow's own monitor.
@@ -129,7 +130,7 @@ def tracked_run(
     if source is not None:
         tags.update({"mlflow.source.name": source, "mlflow.source.type": "LOCAL"})
     run_id = (
-        _reopen(run_id, tags)
+        _reopen(run_id, tags, run_name)
         if run_id is not None
         else _create_run(
             experiment=experiment, run_name=run_name, tags=tags, parent_run_id=parent_run_id
@@ -160,11 +161,11 @@ def _user() -> str:
 
 
 def _system_metrics(run_id: str) -> Any:
-    """MLflow's system-metrics monitor for a run, started (None, with a warning, without psutil)."""
+    """MLflow's system-metrics monitor for a run, started (None, with a note, without psutil)."""
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
     except ImportError as exc:  # psutil missing
-        warnings.warn(f"system metrics are off: {exc}", stacklevel=3)
+        note(f"system metrics are off: {exc}")
         return None
     monitor = SystemMetricsMonitor(
         run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=tracking_uri()

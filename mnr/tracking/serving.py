@@ -12,6 +12,8 @@ The model config holds the number of test-time shifts (`tta`). Loading needs mnr
 Inputs are a DataFrame column ``image`` (file paths, PNG bytes, base64 strings of PNG bytes, or
 uint8 arrays); the answer has one row per image: label, midi, note, probability and the top-k
 columns, `top_k` being a parameter (default 3), `tta` another (default: the logged setting).
+A request's parameters apply to that request only: concurrent requests share one predictor,
+which none of them changes (`Predictor.with_options` makes a copy).
 Every image is read with the models' figure layout, so a served model crops and reads back
 colours exactly as training did. A served request sends base64, for example::
 
@@ -80,9 +82,9 @@ class PianoKeyModel(PythonModel):
         top_k = params.get("top_k", DEFAULT_TOP_K)
         serving = os.environ.get(_SERVING_FLAG, "").lower() == "true"
         try:
-            if params.get("tta") is not None:
-                self.predictor.with_options(tta=params["tta"])
-            return self.predictor.predict(model_input, top_k=top_k, allow_paths=not serving)
+            # a copy for this request: concurrent requests share `self.predictor`
+            predictor = self.predictor.with_options(tta=params.get("tta"))
+            return predictor.predict(model_input, top_k=top_k, allow_paths=not serving)
         except MnrError as exc:
             raise MlflowException.invalid_parameter_value(str(exc)) from None
 

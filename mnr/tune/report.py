@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from mnr import tracking
+from mnr.console import note
 from mnr.tune.runs import RUN_ATTR
 
 __all__ = ["TrialProgress", "best_trial", "format_summary", "log_study"]
@@ -169,10 +170,9 @@ def log_study(
             },
         )
         if changed:
-            warnings.warn(
+            note(
                 f"the best params changed since they were first logged ({', '.join(changed)}); MLflow params "
-                "are immutable, so the parent run's best.* tags hold the current best",
-                stacklevel=4,  # the caller of tune(), past _run_study
+                "are immutable, so the parent run's best.* tags hold the current best"
             )
     tracking.log_text(parent, format_summary(study), "trials.txt")
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +184,7 @@ def _plots(study: optuna.Study, folder: Path) -> list[Path]:
     """Optimisation history, parameter importances and intermediate values as PNG files.
 
     A plot that cannot be drawn (importances need two completed trials with different values)
-    is skipped with a warning; the study is not worse for it.
+    is skipped with a note; the study is not worse for it.
     """
     import matplotlib
 
@@ -208,9 +208,8 @@ def _plots(study: optuna.Study, folder: Path) -> list[Path]:
             ),
         )
     else:
-        warnings.warn(
-            "skipped the parameter-importance plot: it needs 2 completed trials with different values",
-            stacklevel=3,
+        note(
+            "skipped the parameter-importance plot: it needs 2 completed trials with different values"
         )
     written = []
     for name, plot in plots:
@@ -226,7 +225,7 @@ def _plots(study: optuna.Study, folder: Path) -> list[Path]:
             plt.close(figure)
             written.append(path)
         except Exception as exc:  # noqa: BLE001 - a plot is a nicety; the study is what matters
-            warnings.warn(f"skipped the {name} plot: {type(exc).__name__}: {exc}", stacklevel=3)
+            note(f"skipped the {name} plot: {type(exc).__name__}: {exc}")
     return written
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-import warnings
 from pathlib import Path
 
 import optuna
@@ -20,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mnr import tracking
 from mnr.config import ExperimentConfig
+from mnr.console import note
 from mnr.errors import MnrError
 from mnr.tune.space import SearchParam
 
@@ -157,9 +157,8 @@ class RetryStaleTrial:
                     reason="its worker stopped sending heartbeats",
                 )
             except Exception as exc:  # noqa: BLE001 - the retry matters more than the run's status
-                warnings.warn(
-                    f"could not mark MLflow run {run_id} of stale trial {trial.number} FAILED: {exc}",
-                    stacklevel=2,
+                note(
+                    f"could not mark MLflow run {run_id} of stale trial {trial.number} FAILED: {exc}"
                 )
         self._retry(study, trial)
 
