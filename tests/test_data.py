@@ -332,3 +332,29 @@ def test_png_bytes_round_trips(tmp_path: Path, shape: tuple[int, ...], mode: str
     with Image.open(path) as decoded:
         assert decoded.mode == mode
         assert np.array_equal(np.asarray(decoded), expected)
+
+
+def test_a_builtin_set_from_an_older_generator_is_made_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mnr.data.synth as synth
+    from mnr.data import builtin
+
+    root = tmp_path / "builtin"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "truth.txt").write_text("old.png 0\n")  # a finished set, but no version
+    (root / "train" / "old.png").write_bytes(b"x")
+    monkeypatch.setenv("MNR_DATA_DIR", str(root))
+    made: list[Path] = []
+
+    def fake_generate(out: Path, **_: object) -> Path:
+        made.append(out)
+        (out / "train").mkdir()
+        (out / "train" / "truth.txt").write_text("new.png 0\n")
+        return out
+
+    monkeypatch.setattr(synth, "generate_dataset", fake_generate)
+    assert builtin.builtin_dataset(progress=False) == root and made == [root]
+    assert not (root / "train" / "old.png").exists()
+    assert (root / ".generator").read_text().strip() == builtin.GENERATOR_VERSION
+    assert builtin.builtin_dataset(progress=False) == root and made == [root]  # current: kept

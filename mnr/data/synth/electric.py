@@ -4,9 +4,9 @@ A tine or reed electric piano (General MIDI's "Electric Piano 1/2") sounds nothi
 acoustic piano in the bass, and that is where a model trained on one piano fails. What it has:
 
 - a hammer strikes a tine (a stiff rod, "Rhodes") or a reed ("Wurlitzer"); its motion is nearly
-  a sine, and the pickup's mild nonlinearity adds a few harmonics: 3 to 8 partials, exactly
-  harmonic, falling 6-18 dB per octave (brighter when struck harder); a reed's even harmonics
-  are weaker than its odd ones;
+  a sine, and the pickup's mild nonlinearity adds a few harmonics: 3 to 8 partials (4 to 10
+  below C3, where the bar swings widest), exactly harmonic, falling 2-22 dB per octave (brighter
+  when struck harder, and in the bass); a reed's even harmonics are weaker than its odd ones;
 - the fundamental is strong, or weak (a pickup set off-centre, or a small cabinet's speaker that
   cannot move air below ~100 Hz): in the bass the key is then told only by a few weak partials;
 - the bar's second bending mode, ~6.3 times the fundamental and inharmonic, rings for a few tens
@@ -40,10 +40,14 @@ def play(midi: int, *, rng: np.random.Generator, config: SynthConfig) -> tuple[n
     reed = rng.random() < 0.4
     f0 = equal_tempered(midi, float(np.clip(rng.normal(0.0, 4.0), -10.0, 10.0)))
 
-    count = int(rng.integers(3, 9))  # the pickup's harmonics
+    # The pickup's harmonics: a bass tine swings widest through the pickup's field, so the bass
+    # has more of them and a shallower slope (the "bark") than the treble.
+    bass = midi < 48
+    count = int(rng.integers(4, 11) if bass else rng.integers(3, 9))
     order = np.arange(1, count + 1, dtype=np.float64)
     freqs = order * f0
-    slope = rng.uniform(6.0, 18.0) - 6.0 * (velocity - 0.5)  # dB per octave; harder = brighter
+    register = 8.0 * (midi - 21) / 87.0 - 4.0  # -4 dB/octave at A0 .. +4 at C8
+    slope = rng.uniform(6.0, 18.0) - 6.0 * (velocity - 0.5) + register  # harder = brighter
     level_db = -slope * np.log2(order) + rng.normal(0.0, 2.0, size=count)
     if reed:
         level_db[1::2] -= rng.uniform(4.0, 12.0)  # even harmonics weaker than odd ones
