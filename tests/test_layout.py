@@ -10,7 +10,7 @@ from conftest import STYLED_LABELS, TINY
 
 from mnr.config import resolve_config
 from mnr.data import scan_folder
-from mnr.data.colormaps import KNOWN, ReadBack, fit, lut
+from mnr.data.colormaps import KNOWN, ReadBack, fit
 from mnr.data.detection import detect_layout
 from mnr.data.images import decode_png, png_bytes
 from mnr.data.layout import FigureLayout
@@ -191,22 +191,3 @@ def test_a_model_crops_as_training_did_and_refuses_another_layout(
         predictor.predict(
             [next((styled("full") / "test").glob("*.png"))]
         )  # one image, no folder to compare
-
-
-def test_a_thin_partial_survives_when_the_plot_has_more_bands_than_the_input() -> None:
-    # 256 mel bands of 2 rows each, read into 128 input rows: sampling every other band would
-    # drop an odd band (a bass partial); each input row takes the loudest of its two bands.
-    height, width = 512, 64
-    table = lut("magma")
-    for band in (100, 101):
-        values = np.zeros((height, width), np.uint8)
-        values[2 * band : 2 * band + 2] = 255
-        layout = FigureLayout(
-            image_size=(width, height),
-            box=(0, 0, width, height),
-            colormap="magma",
-            channels="value",
-            bands=tuple(range(1, height, 2)),
-        )
-        out = layout.extract(table[values], size=(128, 16), name="x.png")[0, :, 0]
-        assert out.max() == 255 and int(np.argmax(out)) == band // 2, (band, out)

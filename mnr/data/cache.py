@@ -43,7 +43,7 @@ __all__ = [
     "load_images",
 ]
 
-CACHE_VERSION = 4  # bump when decode_png's output changes, to invalidate every old cache
+CACHE_VERSION = 5  # bump when decode_png's output changes, to invalidate every old cache
 
 
 @dataclass

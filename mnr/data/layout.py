@@ -204,8 +204,7 @@ class FigureLayout:
         The image is checked (`check`), its plot box cropped, and the box resized to `size` one
         axis at a time, because the two axes of a spectrogram are not alike. Frequency (height)
         is sampled by nearest neighbour: each output row takes one source row, the middle row of
-        a band where the bands are known (`bands`), else the row at the middle of its span
-        (with a value channel and more source rows than output rows, the loudest of them). A
+        a band where the bands are known (`bands`), else the row at the middle of its span. A
         plot stretches each mel band over a few rows, and sampling keeps one band per row where
         averaging rows (what torchvision's `Resize` does) mixes neighbouring bands, which the
         lowest keys cannot afford (bn_cnn 98.2 % with bilinear rows, 99.8 % with this;
@@ -226,23 +225,12 @@ class FigureLayout:
             if self.bands is not None
             else np.arange(plot.shape[0])
         )
-        if self.channels == "value" and len(sources) > height:
+        rows = sources[((np.arange(height) + 0.5) * (len(sources) / height)).astype(np.intp)]
+        plot = plot[rows]
+        if self.channels == "value":
             from mnr.data.colormaps import ReadBack
 
-            # More bands (or plot rows) than input rows: each input row takes the loudest of
-            # the rows it covers. Sampling one of them would drop a partial that a thin band
-            # holds, and in the bass one partial can be all that tells two keys apart.
-            values = ReadBack(self.colormap).values(plot[sources])  # type: ignore[arg-type]
-            owner = (np.arange(len(sources)) * height) // len(sources)
-            starts = np.searchsorted(owner, np.arange(height))
-            plot = np.maximum.reduceat(values, starts, axis=0)
-        else:
-            rows = sources[((np.arange(height) + 0.5) * (len(sources) / height)).astype(np.intp)]
-            plot = plot[rows]
-            if self.channels == "value":
-                from mnr.data.colormaps import ReadBack
-
-                plot = ReadBack(self.colormap).values(plot)  # type: ignore[arg-type]
+            plot = ReadBack(self.colormap).values(plot)  # type: ignore[arg-type]
         if plot.shape[1] != width:
             resized = Image.fromarray(np.ascontiguousarray(plot)).resize(
                 (width, height), Image.Resampling.BILINEAR
