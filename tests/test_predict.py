@@ -52,10 +52,11 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(synth_root: Path, isolated_module: Path) -> Trained:
-    """Train bn_cnn for 3 tiny epochs with model logging on, registered as NAME@champion."""
+    """Train bn_cnn for 6 tiny epochs with model logging on, registered as NAME@champion (3 were
+    too few to tell three keys apart once four instruments play them)."""
     config = resolve_config(
         model="bn_cnn",
-        options={"data.path": str(synth_root), "train.epochs": 3, "train.batch_size": 8},
+        options={"data.path": str(synth_root), "train.epochs": 6, "train.batch_size": 8},
         overrides=[
             "train.eval_batch_size=64",
             "tracking.log_model=true",  # default 128x16 input
