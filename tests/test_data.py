@@ -339,11 +339,13 @@ def test_a_builtin_set_from_an_older_generator_is_made_anew(
 ) -> None:
     import mnr.data.synth as synth
     from mnr.data import builtin
+    from mnr.data.synth.dataset import file_names
 
     root = tmp_path / "builtin"
     (root / "train").mkdir(parents=True)
-    (root / "train" / "truth.txt").write_text("old.png 0\n")  # a finished set, but no version
-    (root / "train" / "old.png").write_bytes(b"x")
+    old = file_names(0, 1)[0]  # the generator's own name for the built-in seed's first image
+    (root / "train" / "truth.txt").write_text(f"{old} 0\n")  # a finished set, but no version
+    (root / "train" / old).write_bytes(b"x")
     monkeypatch.setenv("MNR_DATA_DIR", str(root))
     made: list[Path] = []
 
@@ -355,6 +357,21 @@ def test_a_builtin_set_from_an_older_generator_is_made_anew(
 
     monkeypatch.setattr(synth, "generate_dataset", fake_generate)
     assert builtin.builtin_dataset(progress=False) == root and made == [root]
-    assert not (root / "train" / "old.png").exists()
+    assert not (root / "train" / old).exists()
     assert (root / ".generator").read_text().strip() == builtin.GENERATOR_VERSION
     assert builtin.builtin_dataset(progress=False) == root and made == [root]  # current: kept
+
+
+def test_a_folder_mnr_did_not_generate_is_never_deleted_for_the_builtin_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnr.data import builtin
+
+    root = tmp_path / "mine"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "truth.txt").write_text("my_note.png 3\n")
+    (root / "train" / "my_note.png").write_bytes(b"x")
+    monkeypatch.setenv("MNR_DATA_DIR", str(root))
+    with pytest.raises(MnrError, match="did not write"):
+        builtin.builtin_dataset(progress=False)
+    assert (root / "train" / "my_note.png").exists()

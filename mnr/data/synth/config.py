@@ -76,7 +76,7 @@ class SynthConfig:
 
     Instruments:
       instruments: the families played (`mnr.data.synth.instruments`), dealt out in turn so
-        that every key gets each family equally often (within one image); the built-in set
+        that every key gets each family equally often (to within one image); the built-in set
         plays all four, so that a model is chosen on more than one timbre.
 
     Recording (each image draws its own values in these ranges):

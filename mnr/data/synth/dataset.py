@@ -94,8 +94,9 @@ def _write_one(job: tuple[str, int, str, int, int, SynthConfig, str]) -> None:
     Path(path).write_bytes(png_bytes(image, compress_level=config.compress_level))
 
 
-def _file_names(seed: int, count: int) -> list[str]:
-    """`count` distinct random hex names from the seed alone: they say nothing of the label."""
+def file_names(seed: int, count: int) -> list[str]:
+    """`count` distinct random hex names from the seed alone: they say nothing of the label (and
+    they mark a folder as the generator's: `mnr.data.builtin` checks them before replacing one)."""
     rng = np.random.default_rng([int(seed), _NAME_STREAM])
     names: list[str] = []
     seen: set[str] = set()
@@ -177,7 +178,7 @@ def generate_dataset(
     partial = out / f".partial-{uuid.uuid4().hex[:8]}"
     counts = {"train": int(per_class), "test": int(test_per_class)}
     samples = [(s, c, i) for s in SPLITS for c in classes for i in range(counts[s])]
-    names = _file_names(seed, len(samples))
+    names = file_names(seed, len(samples))
     instruments = check_instruments(config.instruments)
     jobs: list[tuple[str, int, str, int, int, SynthConfig, str]] = []
     truth: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
