@@ -5,7 +5,7 @@ acoustic piano in the bass, and that is where a model trained on one piano fails
 
 - a hammer strikes a tine (a stiff rod, "Rhodes") or a reed ("Wurlitzer"); its motion is nearly
   a sine, and the pickup's mild nonlinearity adds a few harmonics: 3 to 8 partials (4 to 10
-  below C3, where the bar swings widest), exactly harmonic, falling 2-22 dB per octave (brighter
+  below C3, where the bar swings widest), exactly harmonic, falling 0-24 dB per octave (brighter
   when struck harder, and in the bass); a reed's even harmonics are weaker than its odd ones;
 - the fundamental is strong, or weak (a pickup set off-centre, or a small cabinet's speaker that
   cannot move air below ~100 Hz): in the bass the key is then told only by a few weak partials;
