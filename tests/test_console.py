@@ -58,6 +58,32 @@ def test_a_plain_run_shows_its_epochs_and_no_library_noise(
     for noise in NOISE:
         assert noise not in out + err, noise
     assert "FINISHED: best/val_accuracy=" in out and "model: models:/" in out
+    assert "\r" not in err  # the decoding bars as lines, not frames
+
+
+def _bar_lines(err: str, desc: str) -> list[str]:
+    """The lines a bar named `desc` wrote to a captured stderr."""
+    return [line for line in err.splitlines() if line.startswith(f"{desc}:")]
+
+
+def test_bars_in_a_log_file_print_a_few_lines_not_frames(tmp_path: Path) -> None:
+    """Redirected, as in a log file or CI, the synth and check bars each write their start,
+    quarters and end as whole lines: no carriage-return frames."""
+    synth = _mnr("data", "synth", "out", "--per-class", "2", "--test-per-class", "0",
+                 "--workers", "2", cwd=tmp_path)  # fmt: skip
+    out, err = synth.communicate(timeout=300)
+    assert synth.returncode == 0, out + err
+    assert "\r" not in err
+    lines = _bar_lines(err, "synth")
+    assert 2 <= len(lines) <= 6, err
+    assert "0/176" in lines[0] and "176/176" in lines[-1], err
+
+    check = _mnr("data", "check", "out/train", cwd=tmp_path)
+    out, err = check.communicate(timeout=300)
+    assert check.returncode == 0, out + err
+    assert "\r" not in err
+    lines = _bar_lines(err, "checking train")
+    assert 2 <= len(lines) <= 6, err
 
 
 @pytest.mark.slow
