@@ -13,7 +13,7 @@ import mlflow
 import pytest
 from conftest import TINY, cli_overrides
 
-from mnr import tracking
+from mnr import console, tracking
 from mnr.config import resolve_config
 from mnr.errors import MnrError
 from mnr.training import run_training
@@ -84,6 +84,28 @@ def test_bars_in_a_log_file_print_a_few_lines_not_frames(tmp_path: Path) -> None
     assert "\r" not in err
     lines = _bar_lines(err, "checking train")
     assert 2 <= len(lines) <= 6, err
+
+
+def test_a_jupyter_kernel_and_a_terminal_are_live_a_file_is_not(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Bars redraw in a terminal and in a Jupyter kernel (whose streams are not ttys) and print
+    lines in a file; a kernel is told apart from a plain IPython shell as tqdm.auto does."""
+    import io
+    import types
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    with open(tmp_path / "log", "w") as log:
+        assert not console.is_live(log)
+        assert console.is_live(Terminal())
+        for config, live in (({"IPKernelApp": {}}, True), ({"TerminalIPythonApp": {}}, False)):
+            shell = types.SimpleNamespace(config=config)
+            ipython = types.SimpleNamespace(get_ipython=lambda shell=shell: shell)
+            monkeypatch.setitem(sys.modules, "IPython", ipython)
+            assert console.is_live(log) is live
 
 
 @pytest.mark.slow
