@@ -1,10 +1,11 @@
 """mnr never writes inside the data folder, which Kaggle mounts read-only (`/kaggle/input/...`).
 
-Training, `mnr data check`, `mnr predict` and `mnr evaluate` run on a copy of the tiny dataset
-while a Python audit hook records every file opened for writing and every folder made, renamed,
-replaced or removed. The folder is also made read-only with chmod, which stops writes for a
-normal user but not for root (as CI often runs), hence the hook; the decode workers are other
-processes, which the hook does not see, hence the snapshot of the tree before and after.
+Training, `mnr data check`, `mnr tune`, `mnr cv`, `mnr predict` and `mnr evaluate` run on a
+copy of the tiny dataset while a Python audit hook records every file opened for writing and
+every folder made, renamed, replaced or removed. The folder is also made read-only with chmod,
+which stops writes for a normal user but not for root (as CI often runs), hence the hook; the
+decode workers are other processes, which the hook does not see, hence the snapshot of the tree
+before and after.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import tiny_config
+from conftest import TINY, cli_overrides, tiny_config
 
 from mnr.cli import main
 from mnr.training import run_training
@@ -75,6 +76,7 @@ def read_only_data(synth_root: Path, tmp_path: Path) -> Iterator[Path]:
         path.chmod(path.stat().st_mode | stat.S_IWUSR)
 
 
+@pytest.mark.slow  # six commands end to end, about 25 s
 def test_nothing_is_written_inside_the_data_folder(read_only_data: Path, isolated: Path) -> None:
     before = _tree(read_only_data)
     _watching.append(True)
@@ -84,8 +86,11 @@ def test_nothing_is_written_inside_the_data_folder(read_only_data: Path, isolate
         )
         assert result.status == "FINISHED" and result.model_uri
         runner = CliRunner()
+        data, tiny = str(read_only_data), cli_overrides(*TINY, "train.batch_size=8")
         for args in (
             ["data", "check", str(read_only_data / "train")],
+            ["tune", "--model", "bn_cnn", "--data", data, "--trials", "1", "--epochs", "1", *tiny],
+            ["cv", "--model", "bn_cnn", "--data", data, "--folds", "2", "--epochs", "1", *tiny],
             ["predict", result.model_uri, str(read_only_data / "test"), "--workers", "2"],
             ["evaluate", result.model_uri, str(read_only_data / "test"),
              "--truth", str(read_only_data / "test_truth.txt"), "--workers", "2"],
