@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mnr.checkpoint import save_checkpoint
+from mnr.console import is_live
 from mnr.engine import Callback, FitContext
 from mnr.errors import MnrError
 
@@ -158,7 +159,7 @@ class ProgressBar(Callback):
             return
         total = ctx.config.train.epochs
         self._started = time.perf_counter()
-        if self._out().isatty():
+        if is_live(self._out()):
             from tqdm.auto import tqdm
 
             self._bar = tqdm(

@@ -9,16 +9,22 @@ database tables...", "Validating input example against model signature"), and a 
 warn about things that are harmless for mnr's use of them. `configure_console` turns those
 down unless the user asks for them with `-v`. Real warnings and errors still show: only the
 loggers' INFO level and the listed warnings are affected.
+
+Progress bars (`progress`) redraw themselves where that renders (a terminal, a notebook) and
+print a few whole lines elsewhere (a log file, CI, `mlflow run`), where every redrawn frame
+would be a carriage return left in the file.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import warnings
+from typing import Any, TextIO
 
-__all__ = ["HARMLESS_WARNINGS", "configure_console", "note"]
+__all__ = ["HARMLESS_WARNINGS", "configure_console", "is_live", "note", "progress"]
 
 _LIBRARY_LOGGERS = ("mlflow", "alembic", "optuna", "urllib3", "matplotlib", "PIL")
 # (message regex, category, why it is harmless here)
@@ -76,3 +82,72 @@ def note(message: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(f"mnr: {message}", file=sys.stderr)
+
+
+def is_live(stream: TextIO | None = None) -> bool:
+    """Whether a bar on `stream` (stderr by default) can redraw itself in place: a terminal, or
+    a Jupyter kernel, whose output area renders tqdm's widget (or its carriage returns).
+
+    ipykernel's streams are not ttys, hence the second test (tqdm.auto's own notebook test).
+    """
+    stream = stream or sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        return True
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+# a bar that is not live prints its start, each quarter and its end
+_LINES_PER_BAR = 4
+
+
+def progress(*, total: int, desc: str, unit: str = "img", disable: bool = False) -> Any:
+    """A tqdm bar on stderr: live where `is_live`, else a handful of whole lines per bar.
+
+    Not live, tqdm's own throttles set how often it draws: `miniters` a quarter of `total` and
+    `mininterval` 0, so it draws at the start, at each quarter and at the end (`close`), and
+    `maxinterval` infinite, since tqdm's monitor thread otherwise drops `miniters` to 1 after
+    10 s without a draw and the bar then draws on every update. tqdm has no option for a
+    newline in place of its carriage return, so `_Lines` turns each frame into one line.
+    """
+    if disable or is_live(sys.stderr):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr)
+    from tqdm import tqdm as plain_tqdm
+
+    return plain_tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=_Lines(sys.stderr),
+        miniters=max(1, math.ceil(total / _LINES_PER_BAR)),
+        mininterval=0.0,
+        maxinterval=math.inf,
+    )
+
+
+class _Lines:
+    """A text stream for tqdm that writes each frame it draws as one line: a frame starts with a
+    carriage return and is padded with blanks over the previous one. The blank frame tqdm draws
+    to clear a bar is dropped, and so is a frame with the same count as the last one (the end,
+    drawn again by `close` with the overall rate): the count is what precedes " [" in tqdm's
+    bar format, the times and rate what follows."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._last = ""
+
+    def write(self, text: str) -> int:
+        for frame in text.replace("\n", "\r").split("\r"):
+            frame = frame.rstrip()
+            count = frame.split(" [", 1)[0]
+            if frame and count != self._last:
+                self.stream.write(frame + "\n")
+                self._last = count
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 from conftest import TINY, cli_overrides
 
-from mnr import tracking
+from mnr import console, tracking
 from mnr.config import resolve_config
 from mnr.errors import MnrError
 from mnr.training import run_training
@@ -58,6 +58,54 @@ def test_a_plain_run_shows_its_epochs_and_no_library_noise(
     for noise in NOISE:
         assert noise not in out + err, noise
     assert "FINISHED: best/val_accuracy=" in out and "model: models:/" in out
+    assert "\r" not in err  # the decoding bars as lines, not frames
+
+
+def _bar_lines(err: str, desc: str) -> list[str]:
+    """The lines a bar named `desc` wrote to a captured stderr."""
+    return [line for line in err.splitlines() if line.startswith(f"{desc}:")]
+
+
+def test_bars_in_a_log_file_print_a_few_lines_not_frames(tmp_path: Path) -> None:
+    """Redirected, as in a log file or CI, the synth and check bars each write their start,
+    quarters and end as whole lines: no carriage-return frames."""
+    synth = _mnr("data", "synth", "out", "--per-class", "2", "--test-per-class", "0",
+                 "--workers", "2", cwd=tmp_path)  # fmt: skip
+    out, err = synth.communicate(timeout=300)
+    assert synth.returncode == 0, out + err
+    assert "\r" not in err
+    lines = _bar_lines(err, "synth")
+    assert 2 <= len(lines) <= 6, err
+    assert "0/176" in lines[0] and "176/176" in lines[-1], err
+
+    check = _mnr("data", "check", "out/train", cwd=tmp_path)
+    out, err = check.communicate(timeout=300)
+    assert check.returncode == 0, out + err
+    assert "\r" not in err
+    lines = _bar_lines(err, "checking train")
+    assert 2 <= len(lines) <= 6, err
+
+
+def test_a_jupyter_kernel_and_a_terminal_are_live_a_file_is_not(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Bars redraw in a terminal and in a Jupyter kernel (whose streams are not ttys) and print
+    lines in a file; a kernel is told apart from a plain IPython shell as tqdm.auto does."""
+    import io
+    import types
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    with open(tmp_path / "log", "w") as log:
+        assert not console.is_live(log)
+        assert console.is_live(Terminal())
+        for config, live in (({"IPKernelApp": {}}, True), ({"TerminalIPythonApp": {}}, False)):
+            shell = types.SimpleNamespace(config=config)
+            ipython = types.SimpleNamespace(get_ipython=lambda shell=shell: shell)
+            monkeypatch.setitem(sys.modules, "IPython", ipython)
+            assert console.is_live(log) is live
 
 
 @pytest.mark.slow

@@ -33,8 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from mnr.console import progress as progress_bar
 from mnr.data.folder import ImageSet, Problem
 from mnr.errors import MnrError
 
@@ -173,9 +172,7 @@ class ImageMap:
         results: list[Any] = []
         problems: list[Problem] = []
         try:
-            with tqdm(
-                total=len(self.image_set), desc=desc, unit="img", disable=not progress
-            ) as bar:
+            with progress_bar(total=len(self.image_set), desc=desc, disable=not progress) as bar:
                 for chunk in self._results:
                     for item in chunk:
                         if isinstance(item, _Failure):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from mnr.console import progress as progress_bar
 from mnr.data.detection import check_folder_layout
 from mnr.data.folder import ImageSet, Problem, scan_folder
 from mnr.data.images import decode_png
@@ -170,8 +171,6 @@ def predict_folder(
     stop the rest: it becomes a `Problem` in the result. A folder with no PNGs is an `MnrError`.
     `decoding` is the set's decoding already started for this predictor (all of it in one chunk).
     """
-    from tqdm.auto import tqdm
-
     image_set = folder if isinstance(folder, ImageSet) else list_images(folder, truth=truth)
     problems = list(image_set.errors)
     if decoding is None and predictor.layout is not None and len(image_set) > 1:
@@ -180,7 +179,7 @@ def predict_folder(
     names: list[str] = []
     labels: list[int] = []
     outputs: list[np.ndarray] = []
-    with tqdm(total=len(image_set), desc="predicting", unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(image_set), desc="predicting", disable=not progress) as bar:
         for start in range(0, len(image_set), _DECODE_CHUNK):
             chunk = _subset(image_set, start, start + _DECODE_CHUNK)
             if decoding is None or start > 0:

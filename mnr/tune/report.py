@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from mnr import tracking
-from mnr.console import note
+from mnr.console import is_live, note
 from mnr.tune.runs import RUN_ATTR
 
 __all__ = ["TrialProgress", "best_trial", "format_summary", "log_study"]
@@ -101,7 +101,7 @@ class TrialProgress:
     def __init__(self, *, total: int | None, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self._bar: Any = None
-        if self.stream.isatty():
+        if is_live(self.stream):
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, desc="trials", unit="trial", file=self.stream)

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from mnr.console import progress as progress_bar
 from mnr.data.images import png_bytes
 from mnr.data.manifest import MANIFEST_COLUMNS, MANIFEST_FILE
 from mnr.data.parallel import process_map
@@ -196,7 +196,7 @@ def generate_dataset(
     try:
         for split in splits:
             (partial / split).mkdir(parents=True)
-        with tqdm(total=len(jobs), desc="synth", unit="img", disable=not progress) as bar:
+        with progress_bar(total=len(jobs), desc="synth", disable=not progress) as bar:
             for _ in process_map(_write_one, jobs, workers=workers, ordered=False, fresh=True):
                 bar.update()
         for split in splits:
