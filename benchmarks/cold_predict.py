@@ -47,12 +47,13 @@ from mnr.data import scan_folder
 from mnr.data.builtin import builtin_dataset
 from mnr.data.cache import cached_layout
 from mnr.training import build_model
-from mnr.tracking import model_registry, serving
+from mnr.predict.logged import log_predictor
+from mnr.tracking import model_registry
 config = resolve_config(model={MODEL!r})
 layout = cached_layout(scan_folder(builtin_dataset(progress=False) / "train")).layout
 model = build_model(config, layout=layout).eval()
 with tracking.tracked_run(experiment="bench", run_name="cold-predict") as run_id:
-    info = serving.log_predictor(model, config=to_dict(config), run_id=run_id, name={MODEL!r})
+    info = log_predictor(model, config=to_dict(config), run_id=run_id, name={MODEL!r})
 model_registry.register_logged(info.model_id, name="bench")
 """
     subprocess.run(

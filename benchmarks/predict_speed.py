@@ -154,8 +154,8 @@ def _register(checkpoint: Path, work: Path) -> dict[str, str]:
     """Log the checkpoint's predictor to a fresh local MLflow store as bench@champion."""
     from mnr import tracking
     from mnr.predict import Predictor
+    from mnr.predict.logged import log_predictor
     from mnr.tracking import model_registry
-    from mnr.tracking.serving import log_predictor
 
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
     os.environ.update(env)

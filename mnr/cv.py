@@ -36,7 +36,6 @@ import dataclasses
 import hashlib
 import json
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from mnr import metrics as pitch_metrics
 from mnr import tracking
 from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig, to_dict
+from mnr.cv_report import CvResult, FoldRun, log_cv, log_ensemble, oof_table
 from mnr.data import TrainingData
 from mnr.data.split import kfold_indices
 from mnr.errors import MnrError
@@ -58,33 +58,6 @@ __all__ = ["CvResult", "FoldRun", "cross_validate", "oof_table"]
 ROLE_TAG, KEY_TAG, FOLD_TAG, REPEAT_TAG = "mnr.role", "mnr.cv_key", "mnr.fold", "mnr.repeat"
 FOLD_METRICS = ("accuracy", "semitone_mae", "within_one_key", "octave_error_rate")
 _OOF = "oof/oof.npz"  # a fold run's artifact: its validation indices and their probabilities
-
-
-@dataclass
-class FoldRun:
-    """One fold of one repeat: its run, the images it left out and what it predicted for them."""
-
-    repeat: int
-    fold: int
-    run_id: str
-    val_idx: np.ndarray
-    probabilities: np.ndarray  # len(val_idx) x 88, of the fold's best weights
-    metrics: dict[str, float]  # its best weights' best/val_... metrics
-    reused: bool = False  # finished in an earlier call, not trained by this one
-
-
-@dataclass
-class CvResult:
-    """What `cross_validate` leaves: the parent run, the folds, the summary and the ensemble."""
-
-    parent_run_id: str
-    folds: list[FoldRun]
-    summary: dict[str, float]
-    oof_probabilities: np.ndarray  # N x 88 over the training folder, averaged over repeats
-    labels: np.ndarray
-    filenames: list[str]
-    registered_version: Any = None
-    test_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _cv_key(config: ExperimentConfig, data: TrainingData, *, folds: int, repeats: int) -> str:
@@ -214,39 +187,6 @@ def _resumable(run_id: str) -> bool:
     return "checkpoints/last.pt" in names
 
 
-def oof_table(
-    filenames: list[str], labels: np.ndarray, probabilities: np.ndarray, *, top_k: int = 3
-) -> str:
-    """The out-of-fold predictions as CSV: one row per training image, with its true and
-    predicted key (labels and note names), the predicted key's probability and the top `top_k`."""
-    import csv
-    import io
-
-    from mnr.labels import label_to_name
-
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    header = ["filename", "label", "note", "predicted", "predicted_note", "probability"]
-    header += [
-        f"top{r + 1}_{what}" for r in range(top_k) for what in ("label", "note", "probability")
-    ]
-    writer.writerow(header)
-    for name, label, probs, top in zip(filenames, labels, probabilities, order, strict=True):
-        row = [
-            name,
-            int(label),
-            label_to_name(int(label)),
-            int(top[0]),
-            label_to_name(int(top[0])),
-            f"{probs[top[0]]:.6f}",
-        ]
-        for index in top:
-            row += [int(index), label_to_name(int(index)), f"{probs[index]:.6f}"]
-        writer.writerow(row)
-    return buffer.getvalue()
-
-
 def _summary(
     folds: list[FoldRun], labels: np.ndarray, oof: np.ndarray, repeats: int
 ) -> dict[str, float]:
@@ -284,7 +224,6 @@ def cross_validate(
     """Run (or continue) `folds`-fold cross-validation of `config`, `repeats` times; see the
     module docstring. The folds are stratified (every key in every fold) and seeded by the
     config's `data.split_seed` (+ the repeat)."""
-    from mnr.cv_report import log_cv, log_ensemble
 
     if folds < 2:
         raise MnrError(f"--folds must be at least 2, got {folds}")

@@ -1,10 +1,12 @@
-"""What a cross-validation records on its parent run, and the folds' ensemble as one model."""
+"""What a cross-validation leaves (`CvResult`, the out-of-fold table), what it records on its
+parent run, and the folds' ensemble as one model. `mnr.cv` runs the folds and imports this."""
 
 from __future__ import annotations
 
 import csv
 import io
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,69 @@ import torch
 from mnr import metrics as pitch_metrics
 from mnr import tracking
 from mnr.config import ExperimentConfig, to_dict
-from mnr.cv import CvResult, oof_table
 from mnr.data import TrainingData
 
-__all__ = ["log_cv", "log_ensemble"]
+__all__ = ["CvResult", "FoldRun", "log_cv", "log_ensemble", "oof_table"]
+
+
+@dataclass
+class FoldRun:
+    """One fold of one repeat: its run, the images it left out and what it predicted for them."""
+
+    repeat: int
+    fold: int
+    run_id: str
+    val_idx: np.ndarray
+    probabilities: np.ndarray  # len(val_idx) x 88, of the fold's best weights
+    metrics: dict[str, float]  # its best weights' best/val_... metrics
+    reused: bool = False  # finished in an earlier call, not trained by this one
+
+
+@dataclass
+class CvResult:
+    """What `cross_validate` leaves: the parent run, the folds, the summary and the ensemble."""
+
+    parent_run_id: str
+    folds: list[FoldRun]
+    summary: dict[str, float]
+    oof_probabilities: np.ndarray  # N x 88 over the training folder, averaged over repeats
+    labels: np.ndarray
+    filenames: list[str]
+    registered_version: Any = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def oof_table(
+    filenames: list[str], labels: np.ndarray, probabilities: np.ndarray, *, top_k: int = 3
+) -> str:
+    """The out-of-fold predictions as CSV: one row per training image, with its true and
+    predicted key (labels and note names), the predicted key's probability and the top `top_k`."""
+    import csv
+    import io
+
+    from mnr.labels import label_to_name
+
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["filename", "label", "note", "predicted", "predicted_note", "probability"]
+    header += [
+        f"top{r + 1}_{what}" for r in range(top_k) for what in ("label", "note", "probability")
+    ]
+    writer.writerow(header)
+    for name, label, probs, top in zip(filenames, labels, probabilities, order, strict=True):
+        row = [
+            name,
+            int(label),
+            label_to_name(int(label)),
+            int(top[0]),
+            label_to_name(int(top[0])),
+            f"{probs[top[0]]:.6f}",
+        ]
+        for index in top:
+            row += [int(index), label_to_name(int(index)), f"{probs[index]:.6f}"]
+        writer.writerow(row)
+    return buffer.getvalue()
 
 
 def _folds_table(result: CvResult) -> str:
@@ -100,10 +161,11 @@ def log_ensemble(
 ) -> Any:
     """Log the folds' ensemble (one pyfunc, every fold's weights, probabilities averaged) on the
     parent run and register it as a new version of `name`, whose tags list the fold runs."""
-    from mnr.tracking import model_registry, serving
+    from mnr.predict.logged import log_predictor
+    from mnr.tracking import model_registry
 
     fold_runs = ",".join(fold.run_id for fold in result.folds)
-    info = serving.log_predictor(
+    info = log_predictor(
         models,
         config=to_dict(config),
         run_id=result.parent_run_id,

@@ -447,21 +447,20 @@ def _log_model(model: torch.nn.Module, config: ExperimentConfig, *, run_id: str)
     """Log the final model: the image-taking pyfunc predictor, and the raw torch module.
 
     `model` holds the best weights. Both are named after the architecture (`bn_cnn`, and
-    `bn_cnn-torch`). The predictor (`mnr.tracking.serving`) is what is registered (with
+    `bn_cnn-torch`). The predictor (`mnr.predict.logged`) is what is registered (with
     `tracking.register`) and what `mnr predict` and `mlflow models serve` load; the raw module
     stays for `mlflow.pytorch.load_model`. Returns the predictor's model id, and the URI to
     use it by: its registered version, else the logged model.
     """
     from mnr.config import to_dict
-    from mnr.tracking import model_registry, serving
+    from mnr.predict.logged import log_predictor
+    from mnr.tracking import model_registry
 
     height, width = config.data.input_size
     # batch 1 would pin the exported batch size
     example = np.zeros((2, model.input_config.in_chans, height, width), dtype=np.float32)
     model.eval()
-    predictor = serving.log_predictor(
-        model, config=to_dict(config), run_id=run_id, name=config.model.name
-    )
+    predictor = log_predictor(model, config=to_dict(config), run_id=run_id, name=config.model.name)
     tracking.log_pytorch_model(
         model, run_id=run_id, input_example=example, name=f"{config.model.name}-torch"
     )

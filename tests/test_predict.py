@@ -33,6 +33,7 @@ from mnr.engine import predict_logits
 from mnr.errors import MnrError
 from mnr.models import InputConfig, create_model
 from mnr.predict import Predictor, load_predictor
+from mnr.predict.logged import find_predictor
 from mnr.tracking import model_registry
 from mnr.training import run_training
 
@@ -313,7 +314,7 @@ def test_register_and_promote_move_the_alias(store: Trained) -> None:
     assert str(client.get_model_version_by_alias("piano-promote", "champion").version) == "2"
     version = client.get_model_version("piano-promote", "2")
     assert version.run_id == store.run_id
-    assert tracking.find_predictor(store.run_id).model_id in (version.model_id or version.source)
+    assert find_predictor(store.run_id).model_id in (version.model_id or version.source)
     missing = runner.invoke(main, ["promote", "piano-promote", "9", "--alias", "champion"])
     assert missing.exit_code == 2 and "no version 9" in missing.output
 
@@ -411,7 +412,7 @@ def test_concurrent_requests_each_get_their_own_tta() -> None:
     from concurrent.futures import ThreadPoolExecutor
     from threading import Barrier
 
-    from mnr.tracking.serving import PianoKeyModel
+    from mnr.predict.serving import PianoKeyModel
 
     torch.manual_seed(0)
     model = create_model("baseline_cnn", input_size=(32, 32))

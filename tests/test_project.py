@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import site
@@ -44,6 +45,83 @@ def test_readme_documents_every_environment_variable() -> None:
     table = readme[readme.index("## Environment variables") :]
     for var in settings.all_vars():
         assert re.search(rf"^\| `{var.name}` \|", table, re.MULTILINE), f"README lacks {var.name}"
+
+
+def mnr_import_graph() -> dict[str, set[str]]:
+    """Every module under mnr/ and the mnr modules it imports anywhere (functions included).
+
+    A package is its `__init__`; `from mnr.x import y` is an import of `mnr.x.y` when that is a
+    module, else of `mnr.x`. Importing a submodule is not counted as importing its parents.
+    """
+    modules = {}
+    for path in (ROOT / "mnr").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                edges.update(alias.name for alias in node.names if alias.name in modules)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                for alias in node.names:
+                    if f"{base}.{alias.name}" in modules:
+                        edges.add(f"{base}.{alias.name}")
+                    elif base in modules:
+                        edges.add(base)
+        edges.discard(name)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle in `graph` as a path that starts and ends at the same module, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return path[path.index(target) :] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_in_mnr() -> None:
+    cycle = find_cycle(mnr_import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_tracking_does_not_import_predict() -> None:
+    """`mnr.tracking` is MLflow I/O; the logged predictor lives in `mnr.predict`, above it."""
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in mnr_import_graph().items()
+        if module.startswith("mnr.tracking")
+        for target in targets
+        if target.startswith("mnr.predict")
+    )
+    assert not upward, f"mnr.tracking imports mnr.predict: {upward}"
 
 
 def venv_seeing_this_environment(env_dir: Path) -> Path:

@@ -49,9 +49,9 @@ def models_cmd(pattern: str | None, registered: bool, model_module: str | None) 
 @click.option("--alias", default=None, help="Point this alias (e.g. champion) at the new version.")
 def register_cmd(run_id: str, name: str, alias: str | None) -> None:
     """Register run RUN_ID's predictor (the image-taking pyfunc) as a new version of NAME."""
-    from mnr.tracking import model_registry
+    from mnr.predict.logged import register_run
 
-    version = model_registry.register_run(run_id, name=name, alias=alias)
+    version = register_run(run_id, name=name, alias=alias)
     shown = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}"
     click.echo(f"registered {name} version {version.version}: {shown}")
 

@@ -4,7 +4,7 @@
 checkpoint (by name, through the model registry: no pickled instance is ever loaded) and applies
 exactly the training preprocessing: `decode_png` at the model's `input_config.input_size`, then
 `to_model_input` with its mean and std inside `predict_logits`. The MLflow pyfunc in
-`mnr.tracking.serving` wraps a `Predictor`; `mnr predict` unwraps it again, so that a folder is decoded in
+`mnr.predict.serving` wraps a `Predictor`; `mnr predict` unwraps it again, so that a folder is decoded in
 parallel processes and run through the model in batches rather than one request at a time.
 
 Inputs may be file paths, PNG bytes, base64 strings of PNG bytes (what a served request holds),
@@ -19,6 +19,10 @@ The package holds one idea per module, and this file re-exports the public names
 - `inputs`: every accepted input container and image form, coerced to pixels;
 - `folder`: `predict_folder` over a folder's images, the submission CSV, the error report;
 - `evaluate`: pitch-aware metrics on a labelled folder, printed or logged to MLflow.
+
+Two more modules are imported where they are used, not from here: `logged`, the logged
+predictor's format (logging it, finding it on a run, registering it, reading its files back),
+and `serving`, the MLflow pyfunc itself, the file that `logged` logs as the model's code.
 
 Example::
 

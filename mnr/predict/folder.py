@@ -120,8 +120,8 @@ def predict_model_on_folder(
     torch is imported and the weights are loaded; that overlap is most of a cold start's time.
     """
     from mnr.data.layout import FigureLayout
+    from mnr.predict.logged import predictor_files
     from mnr.predict.predictor import checkpoint_path, load_predictor
-    from mnr.tracking.models import predictor_files
 
     image_set = folder if isinstance(folder, ImageSet) else list_images(folder)
     if checkpoint_path(model_uri) is not None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # torch and pandas load lazily: `mnr --help` must stay fast
     import torch
 
     from mnr.data.layout import FigureLayout
-    from mnr.tracking.models import PredictorFiles
+    from mnr.predict.logged import PredictorFiles
 
 __all__ = [
     "CPU_BATCH_PIXELS",
@@ -329,7 +329,7 @@ def load_predictor(
     ``runs:/RUN_ID`` (that run's predictor), a local model folder, or a checkpoint file (``.pt``).
 
     A checkpoint is turned into a predictor in-process; for anything else the files of the
-    MLflow pyfunc that `mnr train` logged are read (`tracking.models.predictor_files`) and made
+    MLflow pyfunc that `mnr train` logged are read (`mnr.predict.logged.predictor_files`) and made
     into the same `Predictor` its `load_context` builds. `tta` overrides the
     number of test-time shifts logged with the model (None keeps it). A model that does not
     exist, a store that does not answer, or a model that is not an mnr predictor (the raw torch
@@ -343,7 +343,7 @@ def load_predictor(
         return Predictor.from_checkpoints(
             [checkpoint], device=resolved, batch_size=batch_size, tta=tta or 1
         )
-    from mnr.tracking.models import predictor_files
+    from mnr.predict.logged import predictor_files
 
     return predictor_from_files(
         predictor_files(model_uri), device=resolved, batch_size=batch_size, tta=tta

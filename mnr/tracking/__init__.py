@@ -3,8 +3,7 @@
 - `store`: which tracking store, whether it answers, a client.
 - `runs`: `tracked_run`, the one place that starts and ends runs; finding runs; tags.
 - `recording`: params, metrics, artifacts, datasets, and the per-epoch `MlflowLogger` callback.
-- `models`: logging the raw torch module, finding a run's predictor.
-- `serving`: the image-taking pyfunc predictor (logged as code), imported where it is used.
+- `models`: logging the raw torch module, finding a run's logged model of a kind, its folder.
 - `model_registry`: registering predictors, aliases, listing versions, imported where it is used.
 
 The common names are importable from `mnr.tracking` itself. `MlflowLogger` (the engine
@@ -14,7 +13,7 @@ files before importing torch.
 
 from __future__ import annotations
 
-from mnr.tracking.models import find_predictor, log_pytorch_model, mlflow_error, requirements
+from mnr.tracking.models import find_logged_model, log_pytorch_model, mlflow_error, requirements
 from mnr.tracking.recording import (
     log_artifact,
     log_dataset,
@@ -45,7 +44,7 @@ __all__ = [
     "configure_tracking",
     "database_url",
     "experiment_id",
-    "find_predictor",
+    "find_logged_model",
     "find_runs",
     "fluent_run",
     "get_run",

@@ -1,7 +1,9 @@
-"""The MLflow model registry: register a run's predictor, move aliases, list what is registered.
+"""The MLflow model registry: register a logged model, move aliases, list what is registered.
+
+Registering a run's predictor by run id (`mnr register`) is `mnr.predict.logged.register_run`.
 
 A registered version always points at the image-taking pyfunc that `mnr train` logs as
-``predictor`` (`mnr.tracking.serving`), never at the raw torch module, so that ``models:/NAME@champion``
+``predictor`` (`mnr.predict.logged`), never at the raw torch module, so that ``models:/NAME@champion``
 can be given as is to `mnr predict`, `mnr evaluate` and `mlflow models serve`. Versions are
 named by aliases (``champion``, ``challenger``), not by the deprecated stages: promoting is
 moving an alias, and rolling back is moving it back.
@@ -23,10 +25,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mnr.errors import MnrError
-from mnr.tracking.models import find_predictor, mlflow_error
+from mnr.tracking.models import mlflow_error
 from mnr.tracking.store import client, configure_tracking, tracking_uri
 
-__all__ = ["format_registered", "list_registered", "promote", "register_logged", "register_run"]
+__all__ = ["check_name", "format_registered", "list_registered", "promote", "register_logged"]
 
 # the best weights' final evaluation first, else the last epoch's
 _ACCURACY_METRICS = ("best/val_accuracy", "val/acc")
@@ -35,19 +37,6 @@ _ACCURACY_METRICS = ("best/val_accuracy", "val/acc")
 def _client() -> Any:
     configure_tracking(check=True)  # an unreachable server fails in seconds
     return client()
-
-
-def register_run(run_id: str, *, name: str, alias: str | None = None) -> Any:
-    """Register run `run_id`'s predictor as a new version of `name`; optionally give it `alias`.
-
-    Returns the `ModelVersion`. The registered model is created on first use.
-    """
-    _check_name(name, "--name")
-    logged = find_predictor(run_id)
-    version = register_logged(logged.model_id, name=name, what=f"run {run_id}")
-    if alias:
-        return promote(name, version.version, alias)
-    return version
 
 
 def register_logged(
@@ -63,7 +52,7 @@ def register_logged(
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    _check_name(name, "--name")
+    check_name(name, "--name")
     try:
         # register_model prints "Successfully registered model ..." to stderr itself; mnr
         # reports the version in its own words
@@ -89,7 +78,7 @@ def promote(name: str, version: str | int, alias: str) -> Any:
     """Point `alias` of registered model `name` at `version` (moving it from any other version)."""
     from mlflow.exceptions import MlflowException
 
-    _check_name(alias, "--alias")
+    check_name(alias, "--alias")
     client = _client()
     try:
         client.get_model_version(name, str(version))
@@ -107,7 +96,7 @@ def promote(name: str, version: str | int, alias: str) -> Any:
         ) from None
 
 
-def _check_name(value: str, option: str) -> None:
+def check_name(value: str, option: str) -> None:
     if not value or not value.strip():
         raise MnrError(f"{option} must not be empty")
 

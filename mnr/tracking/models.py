@@ -1,12 +1,12 @@
-"""Logged models: the raw torch module, the pyfunc predictor's requirements, and finding them.
+"""Logged models: the raw torch module, logged models' requirements, finding one of a kind on a
+run, and a logged model's folder on local disk.
 
-The predictor itself (the pyfunc that takes images) is `mnr.tracking.serving`.
+The predictor itself (the pyfunc that takes images: its format, logging and reading) is
+`mnr.predict.logged`; it calls these for the MLflow I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -19,12 +19,15 @@ from mnr.tracking.runs import fluent_run
 from mnr.tracking.store import client, configure_tracking, tracking_uri
 
 __all__ = [
-    "find_predictor",
+    "KIND_TAG",
+    "find_logged_model",
     "log_pytorch_model",
-    "member_checkpoints",
     "mlflow_error",
+    "model_folder",
     "requirements",
 ]
+
+KIND_TAG = "mnr.kind"  # the logged-model tag that says what mnr logged: "torch", "predictor"
 
 
 def mlflow_error(exc: Exception) -> str:
@@ -54,7 +57,7 @@ def log_pytorch_model(model: Any, *, run_id: str, input_example: Any, name: str)
         info = mlflow.pytorch.log_model(
             model,
             name=name,
-            tags={"mnr.kind": "torch"},
+            tags={KIND_TAG: "torch"},
             serialization_format="pt2",
             pip_requirements=requirements(),
             signature=signature,
@@ -76,11 +79,9 @@ def requirements() -> list[str]:
     return pins
 
 
-def find_predictor(run_id: str) -> Any:
-    """The pyfunc predictor that run `run_id` logged (the newest, if several): the `LoggedModel`
-    tagged `mnr.kind=predictor` (or, from an mnr before that tag, named ``predictor``)."""
-    from mnr.tracking.serving import KIND_TAG, PREDICTOR
-
+def find_logged_model(run_id: str, kind: str) -> Any:
+    """The model of kind `kind` that run `run_id` logged (the newest, if several): the
+    `LoggedModel` tagged `mnr.kind=<kind>` (or, from an mnr before that tag, named `kind`)."""
     configure_tracking(check=True)  # an unreachable server fails in seconds
     try:
         run = client().get_run(run_id)
@@ -88,7 +89,7 @@ def find_predictor(run_id: str) -> Any:
         raise MnrError(
             f"no MLflow run {run_id!r} in {tracking_uri()} ({mlflow_error(exc)})"
         ) from None
-    for condition in (f"tags.`{KIND_TAG}` = '{PREDICTOR}'", f"name = '{PREDICTOR}'"):
+    for condition in (f"tags.`{KIND_TAG}` = '{kind}'", f"name = '{kind}'"):
         found = mlflow.search_logged_models(
             experiment_ids=[run.info.experiment_id],
             filter_string=f"{condition} AND source_run_id = '{run_id}'",
@@ -98,72 +99,16 @@ def find_predictor(run_id: str) -> Any:
         if found:
             return found[0]
     raise MnrError(
-        f"run {run_id} logged no predictor; train with tracking.log_model=true "
+        f"run {run_id} logged no {kind}; train with tracking.log_model=true "
         "(the default) to log one, then register it"
     )
 
 
-@dataclass(frozen=True)
-class PredictorFiles:
-    """A logged mnr predictor on local disk: its checkpoints, the user's model file if any, the
-    TTA shifts and the input config it was logged with (None for a predictor logged before mnr
-    stored it there; the checkpoints hold it too)."""
+def model_folder(model_uri: str, *, kind: str) -> Path:
+    """A local folder holding the model: the folder given, or the logged model's, cached.
 
-    checkpoints: tuple[Path, ...]
-    model_module: Path | None
-    tta: int
-    input_config: dict[str, Any] | None
-
-
-def predictor_files(model_uri: str) -> PredictorFiles:
-    """The files of the predictor behind a model URI or a local model folder, without loading it.
-
-    `mnr predict` reads these directly rather than through `mlflow.pyfunc.load_model`, which
-    would import pandas, check the environment's packages against the model's requirements
-    (only to warn), and copy the model once more: a second or two before the first image. The
-    predictor is the same (`mnr.predict.Predictor` from these checkpoints is what the pyfunc's
-    `load_context` builds). A registered or logged model is downloaded once into the cache
-    (logged models never change); a run's predictor is found by its tag.
+    A bare ``runs:/RUN_ID`` names that run's model of kind `kind` (`find_logged_model`).
     """
-    import yaml
-
-    folder = _model_folder(model_uri)
-    try:
-        meta = yaml.safe_load((folder / "MLmodel").read_text())
-        flavor = meta["flavors"]["python_function"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        raise MnrError(
-            f"{model_uri} is not an MLflow model (no readable MLmodel in {folder})"
-        ) from None
-    if not str(flavor.get("model_code_path", "")).endswith("serving.py"):
-        raise MnrError(
-            f"{model_uri} is not an mnr predictor; use the predictor that `mnr train` logs "
-            "(runs:/RUN_ID, or a registered version of it)"
-        )
-    artifacts = {
-        key: folder / value["path"] for key, value in (flavor.get("artifacts") or {}).items()
-    }
-    config = flavor.get("config") or {}
-    return PredictorFiles(
-        checkpoints=tuple(member_checkpoints(artifacts)),
-        model_module=artifacts.get("model_module"),
-        tta=int(config.get("tta", 1)),
-        input_config=config.get("input_config"),
-    )
-
-
-def member_checkpoints(artifacts: Mapping[str, Any]) -> list[Any]:
-    """A predictor's checkpoint artifacts in member order: ``checkpoint_0``, ``checkpoint_1``, ...
-    (``checkpoint`` alone, from predictors logged before ensembles, comes first)."""
-    members = sorted(
-        (key for key in artifacts if key.startswith("checkpoint")),
-        key=lambda key: int(key.rpartition("_")[2] or 0) if key != "checkpoint" else 0,
-    )
-    return [artifacts[key] for key in members]
-
-
-def _model_folder(model_uri: str) -> Path:
-    """A local folder holding the model: the folder given, or the logged model's, cached."""
     scheme = urlparse(model_uri).scheme
     if scheme not in ("models", "runs"):
         folder = Path(model_uri.removeprefix("file://")).expanduser()
@@ -174,7 +119,7 @@ def _model_folder(model_uri: str) -> Path:
             )
         return folder
     configure_tracking(check=True)  # an unreachable server fails in seconds, not minutes
-    model_id = _model_id(model_uri)
+    model_id = _model_id(model_uri, kind=kind)
     from mnr import settings
 
     folder = settings.cache_dir() / "models" / model_id
@@ -197,14 +142,14 @@ def _model_folder(model_uri: str) -> Path:
     return folder
 
 
-def _model_id(model_uri: str) -> str:
+def _model_id(model_uri: str, *, kind: str) -> str:
     """The logged model a models:/ or runs:/ URI names (an alias is resolved every time)."""
     path = model_uri.split(":/", 1)[1].strip("/")
     try:
         if model_uri.startswith("runs:"):
             run_id, _, name = path.partition("/")
             if not name:
-                return find_predictor(run_id).model_id
+                return find_logged_model(run_id, kind).model_id
             run = client().get_run(run_id)
             found = mlflow.search_logged_models(
                 experiment_ids=[run.info.experiment_id],
