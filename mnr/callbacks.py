@@ -17,14 +17,9 @@ from mnr.checkpoint import save_checkpoint
 from mnr.console import is_live
 from mnr.engine import Callback, FitContext
 from mnr.errors import MnrError
+from mnr.monitor import Monitor
 
 __all__ = ["EarlyStopping", "ModelCheckpoint", "ProgressBar"]
-
-
-def _better(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
-    if best is None:
-        return True
-    return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
 class ModelCheckpoint(Callback):
@@ -47,6 +42,7 @@ class ModelCheckpoint(Callback):
         self.dirpath = Path(dirpath)
         self.extra = dict(extra or {})  # stored in every checkpoint, e.g. the MLflow run id
         self.monitor, self.mode = monitor, mode
+        self._monitor = Monitor(monitor, mode)
         self.save_last, self.save_best = save_last, save_best
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -78,7 +74,7 @@ class ModelCheckpoint(Callback):
         improved = (
             value is not None
             and math.isfinite(value)
-            and _better(value, self.best_value, self.mode)
+            and self._monitor.better(value, self.best_value)
         )
         if improved:
             self.best_value, self.best_epoch = value, ctx.epoch
@@ -109,6 +105,7 @@ class EarlyStopping(Callback):
         min_delta: float = 0.0,
     ) -> None:
         self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, min_delta
+        self._monitor = Monitor(monitor, mode)
         self.best: float | None = None
         self.wait = 0
 
@@ -119,7 +116,7 @@ class EarlyStopping(Callback):
                 f"choose one of {', '.join(sorted(metrics))}"
             )
         value = metrics[self.monitor]
-        if _better(value, self.best, self.mode, self.min_delta):
+        if self._monitor.better(value, self.best, self.min_delta):
             self.best, self.wait = value, 0
             return
         self.wait += 1

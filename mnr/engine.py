@@ -28,6 +28,7 @@ from torch import nn
 from mnr.checkpoint import model_state
 from mnr.config import ExperimentConfig, to_dict
 from mnr.errors import MnrError
+from mnr.monitor import Monitor
 from mnr.optim import make_optimizer, make_scheduler, restore_scheduler
 from mnr.transforms import augment_batch, to_model_input
 
@@ -457,9 +458,9 @@ def fit(
                 }
             )
             ctx.history.append(metrics)
-            if train_cfg.target is not None and _reached(
-                metrics.get(train_cfg.monitor), train_cfg.target, train_cfg.monitor_mode
-            ):
+            if train_cfg.target is not None and Monitor(
+                train_cfg.monitor, train_cfg.monitor_mode
+            ).reached(metrics.get(train_cfg.monitor), train_cfg.target):
                 ctx.should_stop, ctx.stop_reason = (
                     True,
                     f"{train_cfg.monitor} reached {train_cfg.target}",
@@ -476,10 +477,6 @@ def fit(
     return FitResult(
         history=ctx.history, status=status, epochs=ctx.epoch, stop_reason=ctx.stop_reason
     )
-
-
-def _reached(value: float | None, target: float, mode: str) -> bool:
-    return value is not None and (value >= target if mode == "max" else value <= target)
 
 
 def _restore(ctx: FitContext, state: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ from mnr.data.manifest import instrument_metrics, instrument_table
 from mnr.engine import Callback, evaluate, fit, resolve_device, seed_everything
 from mnr.errors import MnrError
 from mnr.models import create_model, import_model_module, is_model, takes_in_chans
+from mnr.monitor import Monitor
 from mnr.resume import Resume
 
 __all__ = [
@@ -59,7 +60,10 @@ class TrainResult:
 
     @property
     def best_val_acc(self) -> float:
-        return max((h.get("val/acc", 0.0) for h in self.history), default=0.0)
+        best = Monitor("val/acc", "max").best_of(
+            h["val/acc"] for h in self.history if "val/acc" in h
+        )
+        return 0.0 if best is None else best
 
 
 def check_model(config: ExperimentConfig) -> None:

@@ -19,6 +19,7 @@ from mnr.checkpoint import load_checkpoint
 from mnr.config import resolve_config
 from mnr.engine import Callback, DivergedError, FitContext, fit
 from mnr.errors import MnrError
+from mnr.monitor import Monitor
 
 CLASSES = 4
 
@@ -220,3 +221,16 @@ def test_the_logger_sends_every_epoch_and_a_resume_fills_in_what_a_killed_proces
         logger.on_fit_start(ctx)
     mlflow.flush_async_logging()
     assert [m.step for m in tracking.client().get_metric_history(fresh, "val/acc")] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------------------------- monitor
+def test_the_monitor_is_the_one_idea_of_better() -> None:
+    loss, acc = Monitor("val/loss", "min"), Monitor("val/acc", "max")
+    assert loss.better(0.4, 0.5) and not loss.better(0.45, 0.5, min_delta=0.1)
+    assert acc.better(0.6, 0.5) and acc.better(0.1, None) and not acc.better(0.5, 0.5)
+    assert acc.reached(0.9, 0.9) and not acc.reached(None, 0.9) and loss.reached(0.1, 0.2)
+    assert acc.best_of([0.2, float("nan"), 0.7]) == 0.7 and loss.best_of([0.2, 0.7]) == 0.2
+    assert acc.best_of([]) is None
+    assert (acc.direction, loss.direction) == ("maximize", "minimize")
+    with pytest.raises(ValueError, match="mode"):
+        Monitor("val/acc", "maximize")

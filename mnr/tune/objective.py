@@ -7,7 +7,6 @@ user attrs and its MLflow run, in one place: `_ending` says which end an excepti
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -19,6 +18,7 @@ from mnr.config import ExperimentConfig
 from mnr.data import TrainingData
 from mnr.engine import DivergedError
 from mnr.errors import MnrError
+from mnr.monitor import Monitor
 from mnr.training import TrainResult, run_training
 from mnr.tune.pruning import PruningCallback
 from mnr.tune.runs import (
@@ -114,14 +114,14 @@ class Objective:
         close_child(run_id, state=ending.state, status=ending.status, reason=ending.reason)
 
     def _complete(self, trial: optuna.Trial, result: TrainResult) -> float:
-        monitor = self.config.train.monitor
+        monitor = Monitor(self.config.train.monitor, self.config.train.monitor_mode)
         if result.run_id is not None:
             trial.set_user_attr(RUN_ATTR, result.run_id)
-        value = _best_of(result.history, monitor, self.config.train.monitor_mode)
+        value = _best_of(result.history, monitor)
         if result.run_id is not None:
             tracking.set_tags(result.run_id, {STATE_TAG: "COMPLETE"})
             tracking.log_metrics(
-                result.run_id, {best_metric(monitor): value}, step=len(result.history)
+                result.run_id, {best_metric(monitor.metric): value}, step=len(result.history)
             )
         return value
 
@@ -163,9 +163,11 @@ def best_metric(monitor: str) -> str:
     return f"{prefix}/best_{name}" if prefix else f"best_{name}"
 
 
-def _best_of(history: list[dict[str, float]], monitor: str, mode: str) -> float:
-    """The best finite value of `monitor` over the epochs (the trial's value for Optuna)."""
-    values = [h[monitor] for h in history if monitor in h and math.isfinite(h[monitor])]
-    if not values:
-        raise MnrError(f"train.monitor={monitor!r} was never reported; the trial ran no epoch")
-    return max(values) if mode == "max" else min(values)
+def _best_of(history: list[dict[str, float]], monitor: Monitor) -> float:
+    """The best finite value of the monitored metric over the epochs (the trial's value)."""
+    value = monitor.best_of(h[monitor.metric] for h in history if monitor.metric in h)
+    if value is None:
+        raise MnrError(
+            f"train.monitor={monitor.metric!r} was never reported; the trial ran no epoch"
+        )
+    return value

@@ -24,6 +24,7 @@ from mnr import tracking
 from mnr.config import DEFAULT_TUNE_EPOCHS, ExperimentConfig
 from mnr.data import TrainingData
 from mnr.errors import MnrError
+from mnr.monitor import Monitor
 from mnr.training import TrainResult, load_data, run_training
 from mnr.tune.objective import Objective
 from mnr.tune.report import TrialProgress, best_trial, log_study
@@ -168,7 +169,7 @@ def _trial_epochs(config: ExperimentConfig, epochs: int | None) -> int:
 
 
 def _direction(config: ExperimentConfig) -> str:
-    return "maximize" if config.train.monitor_mode == "max" else "minimize"
+    return Monitor(config.train.monitor, config.train.monitor_mode).direction
 
 
 def _open_study(
