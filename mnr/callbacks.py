@@ -1,5 +1,5 @@
 """The engine's stock callbacks, named as Lightning names them: ModelCheckpoint, EarlyStopping,
-and the ProgressBar that shows epochs as they pass.
+StopAtTarget (`train.target`), and the ProgressBar that shows epochs as they pass.
 
 Checkpoint files are written in the one format `mnr.checkpoint` defines.
 """
@@ -19,7 +19,7 @@ from mnr.engine import Callback, FitContext
 from mnr.errors import MnrError
 from mnr.monitor import Monitor
 
-__all__ = ["EarlyStopping", "ModelCheckpoint", "ProgressBar"]
+__all__ = ["EarlyStopping", "ModelCheckpoint", "ProgressBar", "StopAtTarget"]
 
 
 class ModelCheckpoint(Callback):
@@ -131,6 +131,19 @@ class EarlyStopping(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.wait = state.get("best"), int(state.get("wait", 0))
+
+
+class StopAtTarget(Callback):
+    """Stop as soon as the monitored metric reaches `target` (`train.target`): at or above it
+    for a `max` monitor, at or below it for a `min` one. An epoch without the metric goes on."""
+
+    def __init__(self, monitor: Monitor, target: float) -> None:
+        self.monitor, self.target = monitor, target
+
+    def on_epoch_end(self, ctx: FitContext, metrics: dict[str, float]) -> None:
+        if self.monitor.reached(metrics.get(self.monitor.metric), self.target):
+            ctx.should_stop = True
+            ctx.stop_reason = f"{self.monitor.metric} reached {self.target}"
 
 
 class ProgressBar(Callback):

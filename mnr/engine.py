@@ -28,7 +28,6 @@ from torch import nn
 from mnr.checkpoint import model_state
 from mnr.config import ExperimentConfig, to_dict
 from mnr.errors import MnrError
-from mnr.monitor import Monitor
 from mnr.optim import make_optimizer, make_scheduler, restore_scheduler
 from mnr.transforms import augment_batch, to_model_input
 
@@ -126,7 +125,7 @@ class FitResult:
     history: list[dict[str, float]]
     status: str
     epochs: int
-    # why it stopped before train.epochs (early stopping, target); "" if it did not
+    # why a callback stopped it before train.epochs (early stopping, target); "" if none did
     stop_reason: str = ""
 
 
@@ -376,7 +375,8 @@ def fit(
     resume: dict[str, Any] | None = None,
     device: torch.device | None = None,
 ) -> FitResult:
-    """Train `model` for `config.train.epochs` epochs (or until a callback stops it).
+    """Train `model` for `config.train.epochs` epochs (or until a callback stops it: stopping at
+    `train.target` is the `mnr.callbacks.StopAtTarget` that `run_training` adds).
 
     `resume` is a checkpoint dict (see `FitContext.checkpoint`): model, optimizer, scheduler,
     RNG states and callback states are restored, so a resumed CPU run with a seed ends with the
@@ -458,13 +458,6 @@ def fit(
                 }
             )
             ctx.history.append(metrics)
-            if train_cfg.target is not None and Monitor(
-                train_cfg.monitor, train_cfg.monitor_mode
-            ).reached(metrics.get(train_cfg.monitor), train_cfg.target):
-                ctx.should_stop, ctx.stop_reason = (
-                    True,
-                    f"{train_cfg.monitor} reached {train_cfg.target}",
-                )
             for cb in ctx.callbacks:
                 cb.on_epoch_end(ctx, metrics)
         status = "FINISHED"

@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from mnr import metrics as pitch_metrics
 from mnr import settings, tracking
-from mnr.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
+from mnr.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, StopAtTarget
 from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig
 from mnr.data import TrainingData, load_training_data
@@ -118,7 +118,13 @@ def _run_name(config: ExperimentConfig) -> str:
 def _callbacks(
     config: ExperimentConfig, *, run_id: str | None, checkpoint_dir: Path | None, progress: bool
 ) -> list[Callback]:
-    callbacks: list[Callback] = [ProgressBar(desc=config.model.name)] if progress else []
+    callbacks: list[Callback] = []
+    if config.train.target is not None:
+        # first, so that a stop by another callback in the same epoch names that one
+        monitor = Monitor(config.train.monitor, config.train.monitor_mode)
+        callbacks.append(StopAtTarget(monitor, config.train.target))
+    if progress:
+        callbacks.append(ProgressBar(desc=config.model.name))
     stop = config.train.early_stopping
     if stop.enabled:
         callbacks.append(

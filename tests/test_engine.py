@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mnr import tracking
-from mnr.callbacks import EarlyStopping, ModelCheckpoint
+from mnr.callbacks import EarlyStopping, ModelCheckpoint, StopAtTarget
 from mnr.checkpoint import load_checkpoint
 from mnr.config import resolve_config
 from mnr.engine import Callback, DivergedError, FitContext, fit
@@ -98,8 +98,14 @@ def test_a_callback_stops_early_and_says_why() -> None:
 
 
 def test_the_target_stops_the_fit() -> None:
-    result = fit(_model(), config=_config("train.epochs=20", "train.target=0.5"), **_data())
+    stopper = StopAtTarget(Monitor("val/acc", "max"), 0.5)
+    result = fit(_model(), config=_config("train.epochs=20"), callbacks=[stopper], **_data())
     assert result.epochs < 20 and result.stop_reason == "val/acc reached 0.5"
+    assert (
+        result.history[-1]["val/acc"]
+        >= 0.5
+        > max((h["val/acc"] for h in result.history[:-1]), default=0)
+    )
 
 
 def test_an_interrupt_ends_with_killed_and_is_raised() -> None:

@@ -187,6 +187,19 @@ def test_early_stopping_stops(synth_root: Path) -> None:
     assert len(run_training(config, progress=False).history) == 2
 
 
+def test_the_target_stops_a_run(synth_root: Path) -> None:
+    # any loss is below 1000: the first epoch reaches it
+    config = tiny_config(
+        synth_root,
+        "train.monitor=val/loss",
+        "train.monitor_mode=min",
+        "train.target=1000",
+        epochs=6,
+    )
+    result = run_training(config, progress=False)
+    assert len(result.history) == 1 and result.stop_reason == "val/loss reached 1000.0"
+
+
 def test_unknown_model_fails_before_data_is_read(tmp_path: Path) -> None:
     config = resolve_config(
         overrides=["model.name=baseline_cn", f"data.path={tmp_path / 'does-not-exist'}"]
