@@ -48,6 +48,10 @@ class ModelCheckpoint(Callback):
         self.best_epoch: int | None = None
 
     @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode)
+
+    @property
     def last_path(self) -> Path:
         return self.dirpath / "last.pt"
 
@@ -108,6 +112,10 @@ class EarlyStopping(Callback):
         self._monitor = Monitor(monitor, mode)
         self.best: float | None = None
         self.wait = 0
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode)
 
     def on_epoch_end(self, ctx: FitContext, metrics: dict[str, float]) -> None:
         if self.monitor not in metrics:

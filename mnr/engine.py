@@ -53,8 +53,17 @@ class Callback:
     """Hooks the engine calls; override the ones you need.
 
     A callback that has state to survive `--resume` returns it from `state_dict` (saved in every
-    checkpoint) and takes it back in `load_state_dict`.
+    checkpoint under its `state_key`) and takes it back in `load_state_dict`.
     """
+
+    @property
+    def state_key(self) -> str:
+        """Its state's key in a checkpoint: the class name, plus what tells two of a class apart
+        (Lightning's `state_key`), e.g. `EarlyStopping{'monitor': 'val/loss', 'mode': 'min'}`."""
+        return type(self).__name__
+
+    def _generate_state_key(self, **distinct: Any) -> str:
+        return f"{type(self).__name__}{distinct!r}"
 
     def on_fit_start(self, ctx: FitContext) -> None:
         """Before the first epoch (also after a resume)."""
@@ -111,7 +120,7 @@ class FitContext:
             global_step=self.global_step,
             history=list(self.history),
             rng={"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
-            callbacks={type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            callbacks={cb.state_key: cb.state_dict() for cb in self.callbacks},
         )
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -485,5 +494,5 @@ def _restore(ctx: FitContext, state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["rng"]["cuda"], ctx.device)
     saved = state.get("callbacks", {})
     for cb in ctx.callbacks:
-        if type(cb).__name__ in saved:
-            cb.load_state_dict(saved[type(cb).__name__])
+        if cb.state_key in saved:
+            cb.load_state_dict(saved[cb.state_key])

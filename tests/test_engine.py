@@ -164,6 +164,32 @@ def test_early_stopping_waits_patience_epochs_without_improvement() -> None:
     assert stopper.state_dict() == {"best": result.history[0]["val/loss"], "wait": 2}
 
 
+def test_two_early_stoppings_keep_their_own_state_across_a_checkpoint() -> None:
+    class Snapshot(Callback):
+        def on_epoch_end(self, ctx: FitContext, metrics: dict[str, float]) -> None:
+            self.state = ctx.checkpoint()
+
+    def stoppers() -> list[EarlyStopping]:
+        return [
+            EarlyStopping(monitor="val/loss", mode="min", patience=50),
+            EarlyStopping(monitor="val/acc", mode="max", patience=50, min_delta=10.0),
+        ]
+
+    first, snapshot = stoppers(), Snapshot()
+    fit(_model(), config=_config(), callbacks=[*first, snapshot], **_data())
+    saved = snapshot.state["callbacks"]
+    assert {key: saved[key] for key in saved if key != "Snapshot"} == {
+        cb.state_key: cb.state_dict() for cb in first
+    }
+    assert len(saved) == 3
+    assert first[0].state_dict() != first[1].state_dict()
+    again = stoppers()
+    fit(
+        _model(), config=_config(), callbacks=again, resume=snapshot.state, **_data()
+    )  # 3 of 3 done
+    assert [cb.state_dict() for cb in again] == [cb.state_dict() for cb in first]
+
+
 def test_early_stopping_on_an_unknown_metric_names_the_known_ones() -> None:
     with pytest.raises(MnrError, match="not a logged metric; choose one of .*val/acc"):
         fit(
