@@ -25,7 +25,9 @@ from mnr.data.synth.sound import (
     apply_damper,
     check_key,
     damped_sum,
+    draw_onset,
     equal_tempered,
+    mistuning,
     place,
 )
 
@@ -38,7 +40,7 @@ def play(midi: int, *, rng: np.random.Generator, config: SynthConfig) -> tuple[n
     sr, n = config.sample_rate, config.num_samples
     velocity = rng.uniform(0.15, 1.0)
     reed = rng.random() < 0.4
-    f0 = equal_tempered(midi, float(np.clip(rng.normal(0.0, 4.0), -10.0, 10.0)))
+    f0 = equal_tempered(midi, mistuning(rng, sd=4.0, limit=10.0))
 
     # The pickup's harmonics: a bass tine swings widest through the pickup's field, so the bass
     # has more of them and a shallower slope (the "bark") than the treble.
@@ -76,7 +78,7 @@ def play(midi: int, *, rng: np.random.Generator, config: SynthConfig) -> tuple[n
     phases = np.exp(1j * rng.uniform(0.0, 2 * np.pi, size=all_freqs.size))
     rates = -all_alpha / sr + 2j * np.pi * all_freqs / sr
 
-    onset = int(rng.uniform(0.02, 0.2) * sr)
+    onset = draw_onset(rng, sample_rate=sr)
     length = n - onset
     note = damped_sum(rates, all_amps * phases, length)
     apply_attack(note, tau=rng.uniform(0.5, 3.0) / 1000.0 * (1.3 - 0.6 * velocity), sample_rate=sr)

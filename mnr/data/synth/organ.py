@@ -25,7 +25,9 @@ from mnr.data.synth.sound import (
     apply_damper,
     check_key,
     damped_sum,
+    draw_onset,
     equal_tempered,
+    mistuning,
     place,
 )
 
@@ -39,7 +41,7 @@ def play(midi: int, *, rng: np.random.Generator, config: SynthConfig) -> tuple[n
     midi = check_key(midi)
     sr, n = config.sample_rate, config.num_samples
     velocity = rng.uniform(0.5, 1.0)  # no touch dynamics: the swell pedal
-    f0 = equal_tempered(midi, float(np.clip(rng.normal(0.0, 2.0), -6.0, 6.0)))
+    f0 = equal_tempered(midi, mistuning(rng, sd=2.0, limit=6.0))
 
     levels = np.zeros(len(DRAWBAR_SEMITONES))
     levels[0] = rng.integers(4, 9)
@@ -57,7 +59,7 @@ def play(midi: int, *, rng: np.random.Generator, config: SynthConfig) -> tuple[n
     freqs, amps, alpha = freqs[keep], amps[keep], alpha[keep]
     phases = np.exp(1j * rng.uniform(0.0, 2 * np.pi, size=freqs.size))
 
-    onset = int(rng.uniform(0.02, 0.2) * sr)
+    onset = draw_onset(rng, sample_rate=sr)
     length = n - onset
     note = damped_sum(-alpha / sr + 2j * np.pi * freqs / sr, amps * phases, length)
     apply_attack(note, tau=rng.uniform(2.0, 10.0) / 1000.0, sample_rate=sr)

@@ -32,7 +32,9 @@ from mnr.data.synth.sound import (
     apply_damper,
     check_key,
     damped_sum,
+    draw_onset,
     equal_tempered,
+    mistuning,
     place,
 )
 
@@ -76,7 +78,7 @@ def play(midi: int, *, rng: np.random.Generator, config: SynthConfig) -> tuple[n
     nyquist = sr / 2.0
 
     velocity = rng.uniform(0.15, 1.0)  # 0 silent .. 1 fortissimo
-    cents = _stretch_cents(midi) * rng.uniform(0.5, 1.5) + float(np.clip(rng.normal(0, 3), -8, 8))
+    cents = _stretch_cents(midi) * rng.uniform(0.5, 1.5) + mistuning(rng, sd=3.0, limit=8.0)
     f0 = equal_tempered(midi, cents)
     b = inharmonicity(midi) * rng.lognormal(0.0, 0.15)
 
@@ -121,7 +123,7 @@ def play(midi: int, *, rng: np.random.Generator, config: SynthConfig) -> tuple[n
     rate_parts.append(np.array([-1.0 / (thump_tau * sr) + 2j * np.pi * thump_f / sr]))
     amp_parts.append(np.array([thump_level * np.exp(1j * rng.uniform(0, 2 * np.pi))]))
 
-    onset = int(rng.uniform(0.02, 0.2) * sr)
+    onset = draw_onset(rng, sample_rate=sr)
     length = n - onset
     note = damped_sum(np.concatenate(rate_parts), np.concatenate(amp_parts), length)
 

@@ -21,7 +21,9 @@ from mnr.data.synth.sound import (
     apply_damper,
     check_key,
     damped_sum,
+    draw_onset,
     equal_tempered,
+    mistuning,
     place,
 )
 
@@ -33,7 +35,7 @@ def play(midi: int, *, rng: np.random.Generator, config: SynthConfig) -> tuple[n
     midi = check_key(midi)
     sr, n = config.sample_rate, config.num_samples
     velocity = rng.uniform(0.6, 1.0)  # no dynamics: only how close the microphone is
-    f0 = equal_tempered(midi, float(np.clip(rng.normal(0.0, 4.0), -10.0, 10.0)))
+    f0 = equal_tempered(midi, mistuning(rng, sd=4.0, limit=10.0))
     b = 10.0 ** rng.uniform(-5.0, -3.7)
 
     order = np.arange(1, config.max_partials + 1, dtype=np.float64)
@@ -60,7 +62,7 @@ def play(midi: int, *, rng: np.random.Generator, config: SynthConfig) -> tuple[n
         rate_parts.append(-alpha / sr + 2j * np.pi * detuned / sr)
         amp_parts.append(amps * phases / strings)
 
-    onset = int(rng.uniform(0.02, 0.2) * sr)
+    onset = draw_onset(rng, sample_rate=sr)
     length = n - onset
     note = damped_sum(np.concatenate(rate_parts), np.concatenate(amp_parts), length)
     apply_attack(note, tau=rng.uniform(0.2, 0.8) / 1000.0, sample_rate=sr)

@@ -20,8 +20,10 @@ __all__ = [
     "apply_damper",
     "check_key",
     "damped_sum",
+    "draw_onset",
     "equal_tempered",
     "fast_length",
+    "mistuning",
     "place",
     "record",
 ]
@@ -58,6 +60,16 @@ def damped_sum(rates: np.ndarray, amplitudes: np.ndarray, n: int) -> np.ndarray:
     u[1:] = np.exp(rates * k)[None, :]
     np.cumprod(u, axis=0, out=u)
     return (u.astype(np.complex64) @ v.astype(np.complex64)).real.reshape(-1)[:n]
+
+
+def mistuning(rng: np.random.Generator, *, sd: float, limit: float) -> float:
+    """A player's instrument out of tune by a few cents: normal with `sd`, cut at +-`limit`."""
+    return float(np.clip(rng.normal(0.0, sd), -limit, limit))
+
+
+def draw_onset(rng: np.random.Generator, *, sample_rate: int) -> int:
+    """The sample at which a note starts in its clip: 20-200 ms in, as a recording is cut."""
+    return int(rng.uniform(0.02, 0.2) * sample_rate)
 
 
 def apply_attack(note: np.ndarray, *, tau: float, sample_rate: int) -> None:
