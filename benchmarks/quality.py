@@ -23,10 +23,10 @@ and <= 0.01 semitones on every style, >= 98 % on A0-B1; >= 97 % on each left-out
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
+import shutil
 import time
 from datetime import date
 from pathlib import Path
@@ -36,8 +36,10 @@ import torch
 from mnr import settings
 from mnr.config import resolve_config
 from mnr.data.builtin import builtin_dataset
-from mnr.data.manifest import MANIFEST_COLUMNS, MANIFEST_FILE, read_manifest
+from mnr.data.folder import parse_truth
+from mnr.data.manifest import MANIFEST_FILE, read_manifest, write_manifest
 from mnr.data.synth.config import INSTRUMENT_NAMES, STYLES
+from mnr.labels import label_to_name
 from mnr.training import load_data, run_training
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -160,9 +162,9 @@ def loio_dataset(left_out: str) -> Path:
     partial = root.with_name(root.name + ".partial")
     for folder in (partial / "train", partial / "test"):
         folder.mkdir(parents=True, exist_ok=True)
-    truths = {
-        "train": dict(_read_truth(source / "train" / "truth.txt")),
-        "test": dict(_read_truth(source / "test_truth.txt")),
+    truths = {  # the generator's own truth files: parse_truth finds no problems in them
+        "train": {name: label for name, label, _ in parse_truth(source / "train" / "truth.txt")[0]},
+        "test": {name: label for name, label, _ in parse_truth(source / "test_truth.txt")[0]},
     }
     kept: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
     rows = []
@@ -174,29 +176,18 @@ def loio_dataset(left_out: str) -> Path:
             try:
                 os.link(source / split / name, target)
             except OSError:
-                target.write_bytes((source / split / name).read_bytes())
+                shutil.copyfile(source / split / name, target)
         label = truths[split][name]
         kept[split].append((name, label))
-        rows.append((split, name, label, "", instrument))
+        rows.append((split, name, label, label_to_name(label), instrument))
     for split, truth in (
         ("train", partial / "train" / "truth.txt"),
         ("test", partial / "test_truth.txt"),
     ):
         truth.write_text("".join(f"{name} {label}\n" for name, label in kept[split]))
-    with open(partial / MANIFEST_FILE, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(MANIFEST_COLUMNS)
-        writer.writerows(rows)
+    write_manifest(partial / MANIFEST_FILE, rows)
     partial.rename(root)
     return root
-
-
-def _read_truth(path: Path) -> list[tuple[str, int]]:
-    pairs = []
-    for line in path.read_text().splitlines():
-        name, label = line.split()
-        pairs.append((name, int(label)))
-    return pairs
 
 
 def _machine(rows: list[dict], loio: list[dict]) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnr import settings
-from mnr.data.folder import TRUTH_FILE
+from mnr.data.folder import TRUTH_FILE, parse_truth
 from mnr.data.manifest import MANIFEST_FILE
 from mnr.errors import MnrError
 
@@ -114,9 +114,9 @@ def _generated_here(root: Path) -> bool:
     truth = root / "train" / TRUTH_FILE
     if not truth.is_file():
         return not any((root / "train").glob("*")) if (root / "train").is_dir() else True
-    names = [line.split(" ")[0] for line in truth.read_text().splitlines() if line.strip()]
+    names = [name for name, _, _ in parse_truth(truth)[0]]
     test_truth = root / "test_truth.txt"
-    tests = len(test_truth.read_text().splitlines()) if test_truth.is_file() else 0
+    tests = len(parse_truth(test_truth)[0]) if test_truth.is_file() else 0
     return set(names) <= set(file_names(BUILTIN_SEED, len(names) + tests))
 
 

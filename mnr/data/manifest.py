@@ -22,6 +22,7 @@ __all__ = [
     "instrument_table",
     "instruments_of",
     "read_manifest",
+    "write_manifest",
 ]
 
 MANIFEST_FILE = "manifest.csv"  # what played each image, beside train/ and test/
@@ -48,6 +49,15 @@ def read_manifest(path: Path) -> dict[tuple[str, str], str]:
                 )
             table[(row[0], row[1])] = row[4]
     return table
+
+
+def write_manifest(path: Path, rows: Sequence[tuple[str, str, int, str, str]]) -> None:
+    """Write `rows` (`MANIFEST_COLUMNS`) as a manifest, sorted by split and file like the truth
+    files: train first."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(sorted(rows, key=lambda row: (row[0] != "train", row[1])))
 
 
 def instruments_of(manifest: Path | None, split: str, files: Sequence[str]) -> list[str] | None:

@@ -11,8 +11,6 @@ instrument that played it, so that errors can be broken down by instrument.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import uuid
@@ -23,9 +21,9 @@ import numpy as np
 
 from mnr.console import progress as progress_bar
 from mnr.data.images import png_bytes
-from mnr.data.manifest import MANIFEST_COLUMNS, MANIFEST_FILE
+from mnr.data.manifest import MANIFEST_COLUMNS, MANIFEST_FILE, write_manifest
 from mnr.data.parallel import process_map
-from mnr.data.synth.config import DEFAULT_CONFIG, SynthConfig, check_instruments
+from mnr.data.synth.config import DEFAULT_CONFIG, SynthConfig
 from mnr.data.synth.drawing import spectrogram_image
 from mnr.data.synth.instruments import render_note
 from mnr.data.synth.mel import mel_spectrogram_db
@@ -179,7 +177,7 @@ def generate_dataset(
     counts = {"train": int(per_class), "test": int(test_per_class)}
     samples = [(s, c, i) for s in SPLITS for c in classes for i in range(counts[s])]
     names = file_names(seed, len(samples))
-    instruments = check_instruments(config.instruments)
+    instruments = config.instruments  # checked when the config was made
     jobs: list[tuple[str, int, str, int, int, SynthConfig, str]] = []
     truth: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
     manifest: list[tuple[str, str, int, str, str]] = []
@@ -202,7 +200,7 @@ def generate_dataset(
         for split in splits:
             lines = "".join(f"{name} {label}\n" for name, label in sorted(truth[split]))
             truth_files[split].write_bytes(lines.encode("ascii"))
-        (partial / MANIFEST_FILE).write_text(_manifest_text(manifest), encoding="utf-8")
+        write_manifest(partial / MANIFEST_FILE, manifest)
         _check_target(out)  # someone may have written there meanwhile
         parts = ["test", TEST_TRUTH_FILE] if counts["test"] else []
         parts.append(MANIFEST_FILE)
@@ -214,12 +212,3 @@ def generate_dataset(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out
-
-
-def _manifest_text(rows: list[tuple[str, str, int, str, str]]) -> str:
-    """The manifest as CSV text, rows sorted by split and file like the truth files."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    writer.writerows(sorted(rows, key=lambda row: (row[0] != "train", row[1])))
-    return buffer.getvalue()
