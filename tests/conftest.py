@@ -19,10 +19,22 @@ import pytest
 from PIL import Image
 
 from mnr.config import ExperimentConfig, resolve_config
+from mnr.engine import Callback
 
 # The overrides of a tiny run, one that takes seconds: small images, one validation batch, no
 # logged model (tests that need one add tracking.log_model=true after these; later values win).
 TINY = ("data.input_size=[32,32]", "train.eval_batch_size=64", "tracking.log_model=false")
+
+
+class InterruptAfter(Callback):
+    """Ctrl-C (a KeyboardInterrupt) at the end of epoch `epoch`, as a user would press it."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, ctx, metrics) -> None:
+        if ctx.epoch == self.epoch:
+            raise KeyboardInterrupt
 
 
 def cli_overrides(*items: str) -> list[str]:

@@ -10,11 +10,10 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import TINY, cli_overrides, tiny_config
+from conftest import TINY, InterruptAfter, cli_overrides, tiny_config
 
 from mnr.cli import main
 from mnr.config import given_settings, resolve_config, to_dict
-from mnr.engine import Callback
 from mnr.errors import MnrError
 from mnr.optim import make_optimizer, make_scheduler, restore_scheduler
 from mnr.resume import load_resume, resume_config
@@ -138,21 +137,10 @@ def test_a_resume_with_more_epochs_follows_the_longer_schedule(schedule: str) ->
     assert run(optimizer, scheduler, 2) == pytest.approx(straight[2:])
 
 
-class _InterruptAfter(Callback):
-    """Ctrl-C at the end of epoch `epoch`."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_end(self, ctx, metrics) -> None:
-        if ctx.epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_a_killed_run_resumes_with_more_epochs(synth_root: Path) -> None:
     config = tiny_config(synth_root)
     with pytest.raises(KeyboardInterrupt):
-        run_training(config, extra_callbacks=[_InterruptAfter(1)], progress=False)
+        run_training(config, extra_callbacks=[InterruptAfter(1)], progress=False)
     client = mlflow.MlflowClient()
     (killed,) = client.search_runs(
         [client.get_experiment_by_name("mnr").experiment_id], "attributes.status = 'KILLED'"

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY, cli_overrides, tiny_config, torch_model_uri
+from conftest import TINY, InterruptAfter, cli_overrides, tiny_config, torch_model_uri
 
 from mnr.cli import main
 from mnr.config import DEFAULT_INPUT_SIZE, AugmentConfig, resolve_config
-from mnr.engine import Callback, DivergedError
+from mnr.engine import DivergedError
 from mnr.errors import MnrError
 from mnr.models import create_model
 from mnr.optim import make_optimizer, make_scheduler
@@ -122,17 +122,6 @@ def test_same_seed_same_metrics(synth_root: Path) -> None:
     ]
 
 
-class _StopAfter(Callback):
-    """Simulates Ctrl-C at the end of epoch `epoch`."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_end(self, ctx, metrics) -> None:
-        if ctx.epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_interrupted_run_is_killed_and_resumes_to_identical_metrics(synth_root: Path) -> None:
     extras = (
         "optim.momentum=0.9",
@@ -144,7 +133,7 @@ def test_interrupted_run_is_killed_and_resumes_to_identical_metrics(synth_root: 
     with pytest.raises(KeyboardInterrupt):
         run_training(
             tiny_config(synth_root, *extras, epochs=4),
-            extra_callbacks=[_StopAfter(2)],
+            extra_callbacks=[InterruptAfter(2)],
             progress=False,
         )
     client = mlflow.MlflowClient()
