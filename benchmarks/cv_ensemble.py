@@ -50,7 +50,7 @@ def _scores(predictor, images: np.ndarray, labels: np.ndarray) -> dict[str, floa
 
 def measure(model: str, style: str, *, folds: int, tta: int) -> dict:
     from mnr.config import resolve_config
-    from mnr.cv import cross_validate
+    from mnr.crossval import cross_validate
     from mnr.predict import Predictor, predict_model_on_folder
     from mnr.training import load_data, run_training
 

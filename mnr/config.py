@@ -182,7 +182,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    search: dict[str, dict[str, Any]] | None = None  # `mnr tune` search space; see mnr.tune
+    search: dict[str, dict[str, Any]] | None = None  # `mnr tune` search space; see mnr.tuning
 
 
 def _type_name(tp: Any) -> str:

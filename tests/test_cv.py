@@ -18,7 +18,7 @@ from conftest import TINY, children, cli_overrides
 
 from mnr import tracking
 from mnr.config import resolve_config
-from mnr.cv import cross_validate
+from mnr.crossval import cross_validate
 from mnr.predict import Predictor, load_predictor, predict_folder
 from mnr.predict.predictor import tta_shifts
 

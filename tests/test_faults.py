@@ -429,7 +429,7 @@ def test_sigkilled_tune_worker_leaves_a_failed_trial_and_rerunning_finishes_the_
     import optuna
     from optuna.trial import TrialState
 
-    from mnr.tune import make_storage
+    from mnr.tuning import make_storage
 
     (isolated / "tune.yaml").write_text(TUNE_CONFIG)
     args = [

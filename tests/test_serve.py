@@ -21,7 +21,7 @@ import pytest
 from conftest import TINY
 
 from mnr.config import resolve_config
-from mnr.cv import cross_validate
+from mnr.crossval import cross_validate
 from mnr.predict import load_predictor
 from mnr.tracking import model_registry
 from mnr.training import run_training

@@ -18,7 +18,7 @@ from conftest import TINY, children, cli_overrides, tiny_config
 
 from mnr.cli import main
 from mnr.errors import MnrError
-from mnr.tune import (
+from mnr.tuning import (
     PruningCallback,
     default_search_space,
     describe_storage,

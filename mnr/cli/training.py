@@ -157,7 +157,7 @@ def cv_cmd(model, config_file, model_module, data, epochs, seed, experiment, ove
     from its checkpoint, nothing is trained twice.
     """
     from mnr.config import resolve_config
-    from mnr.cv import cross_validate
+    from mnr.crossval import cross_validate
 
     interrupts_as_keyboard()
     config = resolve_config(
@@ -288,7 +288,7 @@ def tune_cmd(
     import optuna
 
     from mnr.config import resolve_config
-    from mnr.tune import format_summary, tune
+    from mnr.tuning import format_summary, tune
 
     interrupts_as_keyboard()
     config = resolve_config(

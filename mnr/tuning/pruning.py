@@ -1,7 +1,7 @@
 """The trial as one more engine callback: report the monitored metric each epoch, stop when told.
 
 This is the whole of Optuna inside a training run; the same `run_training` serves `mnr train`
-and a trial. The Optuna-to-MLflow bookkeeping around a trial lives in `mnr.tune.runs`.
+and a trial. The Optuna-to-MLflow bookkeeping around a trial lives in `mnr.tuning.runs`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import optuna
 from mnr import tracking
 from mnr.engine import Callback, FitContext
 from mnr.errors import MnrError
-from mnr.tune.runs import RUN_ATTR
+from mnr.tuning.runs import RUN_ATTR
 
 __all__ = ["PruningCallback"]
 

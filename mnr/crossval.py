@@ -24,7 +24,7 @@ points), so Kaggle competitors choose by k-fold cross-validation and submit the 
 Example::
 
     from mnr.config import resolve_config
-    from mnr.cv import cross_validate
+    from mnr.crossval import cross_validate
 
     result = cross_validate(resolve_config(model="deep_cnn"), folds=5, register="piano-cv")
     print(result.summary["cv/accuracy_mean"], result.summary["cv/accuracy_std"])
@@ -46,7 +46,7 @@ from mnr import metrics as pitch_metrics
 from mnr import tracking
 from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig, to_dict
-from mnr.cv_report import CvResult, FoldRun, log_cv, log_ensemble, oof_table
+from mnr.crossval_report import CvResult, FoldRun, log_cv, log_ensemble, oof_table
 from mnr.data import TrainingData
 from mnr.data.split import kfold_indices
 from mnr.errors import MnrError

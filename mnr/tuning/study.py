@@ -26,18 +26,18 @@ from mnr.data import TrainingData
 from mnr.errors import MnrError
 from mnr.monitor import Monitor
 from mnr.training import TrainResult, load_data, run_training
-from mnr.tune.objective import Objective
-from mnr.tune.report import TrialProgress, best_trial, log_study
-from mnr.tune.runs import (
+from mnr.tuning.objective import Objective
+from mnr.tuning.report import TrialProgress, best_trial, log_study
+from mnr.tuning.runs import (
     PARENT_ATTR,
     STUDY_TAG,
     fail_trials_of_dead_workers,
     find_parent,
     parent_tags,
 )
-from mnr.tune.samplers import make_pruner, make_sampler
-from mnr.tune.space import parse_search_space, trial_config
-from mnr.tune.storage import describe_storage, make_storage
+from mnr.tuning.samplers import make_pruner, make_sampler
+from mnr.tuning.space import parse_search_space, trial_config
+from mnr.tuning.storage import describe_storage, make_storage
 
 __all__ = ["TuneResult", "tune"]
 
@@ -78,7 +78,7 @@ def tune(
     save_weights: bool = False,
     progress: bool = True,
 ) -> TuneResult:
-    """Run (or resume) a study: add `trials` trials of `epochs` epochs each; see `mnr.tune`.
+    """Run (or resume) a study: add `trials` trials of `epochs` epochs each; see `mnr.tuning`.
 
     `trials` is how many trials THIS call adds (None: until `timeout`); trials already in the
     study are never rerun. `epochs` defaults to the config's `train.epochs`, at most

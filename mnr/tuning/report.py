@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mnr import tracking
 from mnr.console import is_live, note
-from mnr.tune.runs import RUN_ATTR
+from mnr.tuning.runs import RUN_ATTR
 
 __all__ = ["TrialProgress", "best_trial", "format_summary", "log_study"]
 
@@ -188,7 +188,7 @@ def _plots(study: optuna.Study, folder: Path) -> list[Path]:
     """
     import matplotlib
 
-    matplotlib.use("Agg")  # inside the call: importing mnr.tune must not pick a backend
+    matplotlib.use("Agg")  # inside the call: importing mnr.tuning must not pick a backend
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 

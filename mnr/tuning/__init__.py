@@ -40,7 +40,7 @@ record) and `study` (`tune` itself).
 Example::
 
     from mnr.config import resolve_config
-    from mnr.tune import tune
+    from mnr.tuning import tune
 
     config = resolve_config(model="baseline_cnn")
     result = tune(config, trials=30, study_name="lr-batch")
@@ -50,12 +50,12 @@ Example::
 from __future__ import annotations
 
 from mnr.config import DEFAULT_TUNE_EPOCHS
-from mnr.tune.pruning import PruningCallback
-from mnr.tune.report import format_summary
-from mnr.tune.samplers import make_pruner, make_sampler
-from mnr.tune.space import SearchParam, default_search_space, parse_search_space, trial_config
-from mnr.tune.storage import describe_storage, make_storage
-from mnr.tune.study import TuneResult, tune
+from mnr.tuning.pruning import PruningCallback
+from mnr.tuning.report import format_summary
+from mnr.tuning.samplers import make_pruner, make_sampler
+from mnr.tuning.space import SearchParam, default_search_space, parse_search_space, trial_config
+from mnr.tuning.storage import describe_storage, make_storage
+from mnr.tuning.study import TuneResult, tune
 
 __all__ = [
     "DEFAULT_TUNE_EPOCHS",

@@ -1,5 +1,5 @@
 """What a cross-validation leaves (`CvResult`, the out-of-fold table), what it records on its
-parent run, and the folds' ensemble as one model. `mnr.cv` runs the folds and imports this."""
+parent run, and the folds' ensemble as one model. `mnr.crossval` runs the folds and imports this."""
 
 from __future__ import annotations
 

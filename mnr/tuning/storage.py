@@ -17,7 +17,7 @@ import optuna
 
 from mnr import settings, tracking
 from mnr.errors import MnrError
-from mnr.tune.runs import RetryStaleTrial
+from mnr.tuning.runs import RetryStaleTrial
 
 __all__ = ["describe_storage", "make_storage"]
 

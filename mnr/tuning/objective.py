@@ -20,8 +20,8 @@ from mnr.engine import DivergedError
 from mnr.errors import MnrError
 from mnr.monitor import Monitor
 from mnr.training import TrainResult, run_training
-from mnr.tune.pruning import PruningCallback
-from mnr.tune.runs import (
+from mnr.tuning.pruning import PruningCallback
+from mnr.tuning.runs import (
     RUN_ATTR,
     STATE_TAG,
     STUDY_TAG,
@@ -31,7 +31,7 @@ from mnr.tune.runs import (
     close_child,
     worker,
 )
-from mnr.tune.space import SearchParam, trial_config
+from mnr.tuning.space import SearchParam, trial_config
 
 __all__ = ["Objective", "best_metric", "trial_name"]
 

@@ -21,7 +21,7 @@ from mnr import tracking
 from mnr.config import ExperimentConfig
 from mnr.console import note
 from mnr.errors import MnrError
-from mnr.tune.space import SearchParam
+from mnr.tuning.space import SearchParam
 
 __all__ = [
     "FAIL_TAG",
