@@ -228,11 +228,20 @@ def cv_cmd(model, config_file, model_module, data, epochs, seed, experiment, ove
     "path (default: STUDY_NAME.journal in the working directory).",
 )
 @click.option(
-    "--n-jobs",
-    callback=convert(int, "--n-jobs"),
+    "--jobs",
+    callback=convert(int, "--jobs"),
     default=None,
     metavar="N",
-    help="Trials run at once in threads of this process (default 1; -1 = one per core).",
+    help="Trials run at once in N worker processes that share the decoded data and split the "
+    "cores (default: one per core, at most 2; 1 runs them in this process).",
+)
+@click.option(
+    "--folds",
+    callback=convert(int, "--folds"),
+    default=None,
+    metavar="K",
+    help="Judge each trial by K-fold cross-validation (its value is the folds' mean); a config "
+    "that is poor in its first fold is pruned there. Default: one train/validation split.",
 )
 @click.option(
     "--sampler",
@@ -274,7 +283,8 @@ def tune_cmd(
     timeout,
     study_name,
     storage,
-    n_jobs,
+    jobs,
+    folds,
     sampler,
     pruner,
     register,
@@ -311,7 +321,8 @@ def tune_cmd(
             timeout=timeout,
             study_name=study_name,
             storage=storage,
-            n_jobs=n_jobs or 1,
+            jobs=jobs,
+            folds=folds,
             sampler=sampler,
             pruner=pruner,
             seed=config.train.seed,

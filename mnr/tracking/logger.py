@@ -1,7 +1,10 @@
 """The engine callback that logs every epoch's metrics to an MLflow run.
 
-Per-epoch metrics are logged asynchronously (`synchronous=False`) so training never waits on the
-store; `tracked_run` flushes them when the run ends. A module of its own because it needs the
+Per-epoch metrics are logged synchronously, one `log_batch` per epoch (a few ms on a local
+store). MLflow's asynchronous logging was tried and dropped: once its queue has been used, every
+`mlflow.flush_async_logging()` (one per run end) waits up to a second for the idle logging
+thread (MLflow 3.x, `AsyncLoggingQueue.flush`), which cost a 30-trial study about a minute. A
+module of its own because it needs the
 engine, and with it torch, which the rest of `mnr.tracking` (used by `mnr predict` before torch
 is imported) does not.
 """
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import time
 
-import mlflow
 from mlflow.entities import Metric
 
 from mnr.engine import Callback, FitContext
@@ -20,10 +22,15 @@ __all__ = ["MlflowLogger"]
 
 
 class MlflowLogger(Callback):
-    """Log per-epoch metrics to one run, without blocking training; only rank 0 logs."""
+    """Log per-epoch metrics to one run; only rank 0 logs.
 
-    def __init__(self, run_id: str) -> None:
+    `step_offset` is added to the epoch number: a cross-validated trial trains its folds one
+    after the other into one run, fold k's epochs at steps (k-1)*epochs+1 ... k*epochs.
+    """
+
+    def __init__(self, run_id: str, *, step_offset: int = 0) -> None:
         self.run_id = run_id
+        self.step_offset = step_offset
         self._client = client()
 
     def on_fit_start(self, ctx: FitContext) -> None:
@@ -31,11 +38,9 @@ class MlflowLogger(Callback):
             self._log_missing_epochs(ctx.history)
 
     def _log_missing_epochs(self, history: list[dict[str, float]]) -> None:
-        """On resume, log the checkpointed epochs whose metrics a killed process never sent.
-
-        Epoch metrics go out asynchronously, so a SIGKILL right after a checkpoint can lose the
-        last epoch's; the checkpoint's history still has them.
-        """
+        """On resume, log the checkpointed epochs that the run lacks (a process killed between
+        a checkpoint and its epoch's metrics, or a store that lost them); the checkpoint's
+        history has them all."""
         now = int(time.time() * 1000)
         missing = []
         for key in sorted({key for epoch in history for key in epoch if key != "epoch"}):
@@ -53,12 +58,8 @@ class MlflowLogger(Callback):
             return
         now = int(time.time() * 1000)
         batch = [
-            Metric(key, float(value), now, ctx.epoch)
+            Metric(key, float(value), now, self.step_offset + ctx.epoch)
             for key, value in metrics.items()
             if key != "epoch"
         ]
-        self._client.log_batch(self.run_id, metrics=batch, synchronous=False)
-
-    def on_fit_end(self, ctx: FitContext, status: str) -> None:
-        if ctx.is_main:
-            mlflow.flush_async_logging()
+        self._client.log_batch(self.run_id, metrics=batch)

@@ -1,16 +1,17 @@
 """Runs: the one place that starts, reopens and ends MLflow runs, and finds them again.
 
 Runs are created and written through an explicit `MlflowClient` and run id rather than MLflow's
-fluent "active run", because the fluent state is per thread: an Optuna study with `--n-jobs 2`
-runs trials in threads, and each trial must still land under the right parent. The fluent API is
+fluent "active run", because the fluent state is global to a process and per thread: a study's
+trials, a notebook's second run, a served request must each land on their own run, under the right
+parent, whatever ran before them. The fluent API is
 entered only where MLflow offers nothing else (logging a model), in the calling thread, by
 `fluent_run`.
 
 `tracked_run` is the lifecycle every command uses (train, each tuning trial and its study,
 evaluate --log, each cross-validation fold and its parent): create the run, or attach to the one
 `mlflow run` made, or reopen one to resume it; then end it FINISHED, KILLED on an interrupt
-(Ctrl-C, SIGTERM) or FAILED on an error, after flushing the metrics logged asynchronously. A run
-is never left RUNNING by a process that is still alive to end it.
+(Ctrl-C, SIGTERM) or FAILED on an error. A run is never left RUNNING by a process that is
+still alive to end it.
 """
 
 from __future__ import annotations
@@ -175,11 +176,7 @@ def _system_metrics(run_id: str) -> Any:
 
 
 def _end_run(run_id: str, status: str) -> None:
-    """Flush pending async writes and mark the run FINISHED, KILLED or FAILED."""
-    try:
-        mlflow.flush_async_logging()
-    except Exception:  # noqa: BLE001 - flushing must never hide the status update
-        pass
+    """Mark the run FINISHED, KILLED or FAILED (mnr logs synchronously: nothing to flush)."""
     client().set_terminated(run_id, status=status)
 
 

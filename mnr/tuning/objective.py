@@ -19,9 +19,11 @@ from mnr.data import TrainingData
 from mnr.engine import DivergedError
 from mnr.errors import MnrError
 from mnr.monitor import Monitor
-from mnr.training import TrainResult, run_training
+from mnr.training import run_training
+from mnr.tuning.folds import train_folds
 from mnr.tuning.pruning import PruningCallback
 from mnr.tuning.runs import (
+    FOLDS_ATTR,
     RUN_ATTR,
     STATE_TAG,
     STUDY_TAG,
@@ -33,7 +35,12 @@ from mnr.tuning.runs import (
 )
 from mnr.tuning.space import SearchParam, trial_config
 
-__all__ = ["Objective", "best_metric", "trial_name"]
+__all__ = ["TRIAL_SETTINGS", "Objective", "best_metric", "trial_name"]
+
+
+# settings every trial runs with: system metrics go on the study's parent run instead, which
+# lives as long as the study (a trial's own would be a few samples, and a thread per trial)
+TRIAL_SETTINGS: dict[str, Any] = {"tracking.system_metrics": False}
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class Objective:
     Each trial is a child run of `parent` named by its number and values (`trial 007 lr=0.0194
     batch_size=16`, so that the UI's run list tells trials apart), on the already decoded
     `data`, with a `PruningCallback`; `save_weights` keeps its checkpoints and logs its model.
+    With `folds` of 2 or more the trial is cross-validated (`mnr.tuning.folds`) and its value is
+    the folds' mean. `threads` sets each trial's torch threads (worker processes split the cores).
     A trial the pruner stopped, or whose loss diverged, is PRUNED (its run KILLED); an interrupt
     fails the trial and KILLs its run; any other error fails both. `stop` is set on Ctrl-C, so
     that trials in other threads end at their next epoch.
@@ -55,6 +64,8 @@ class Objective:
     study_name: str
     epochs: int
     save_weights: bool = False
+    folds: int = 1
+    threads: int | None = None
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -62,7 +73,7 @@ class Objective:
         params = {p.key: p.suggest(trial) for p in self.space}
         pruning = PruningCallback(trial, self.config.train.monitor, stop=self.stop)
         try:
-            result = self._train(trial, params, pruning)
+            value, run_id, steps = self._train(trial, params, pruning)
         except BaseException as exc:
             ending = _ending(exc)
             if ending is None:  # SystemExit and the like: not a trial's outcome
@@ -71,34 +82,49 @@ class Objective:
             if ending.state == "PRUNED":
                 raise optuna.TrialPruned(ending.reason) from None
             raise
-        return self._complete(trial, result)
+        return self._complete(trial, value, run_id=run_id, steps=steps)
 
     def _train(
         self, trial: optuna.Trial, params: dict[str, Any], pruning: PruningCallback
-    ) -> TrainResult:
+    ) -> tuple[float, str | None, int]:
+        """Train the trial; return its value, its run and the epochs it trained."""
+        settings = dict(TRIAL_SETTINGS)
+        if self.threads is not None:
+            settings["train.threads"] = self.threads
         cfg = trial_config(
             self.config,
-            params,
+            {**params, **settings},
             epochs=self.epochs,
             run_name=trial_name(trial.number, params),
             log_model=self.config.tracking.log_model and self.save_weights,
         )
-        return run_training(
+        tags = {TRIAL_TAG: str(trial.number), STUDY_TAG: self.study_name, STATE_TAG: "RUNNING"}
+        if self.folds > 1:
+            scores = train_folds(
+                cfg,
+                self.data,
+                folds=self.folds,
+                pruning=pruning,
+                parent=self.parent,
+                run_name=cfg.tracking.run_name or "",
+                tags=tags,
+            )
+            trial.set_user_attr(FOLDS_ATTR, scores.values)
+            return scores.mean, scores.run_id, scores.steps
+        result = run_training(
             cfg,
             data=self.data,
             parent_run_id=self.parent,
             extra_callbacks=[pruning],
-            extra_tags={
-                TRIAL_TAG: str(trial.number),
-                STUDY_TAG: self.study_name,
-                STATE_TAG: "RUNNING",
-            },
+            extra_tags=tags,
             track=True,
             save_checkpoints=self.save_weights,
             final_evaluation=False,
             progress=False,
             source="mnr tune",
         )
+        monitor = Monitor(self.config.train.monitor, self.config.train.monitor_mode)
+        return _best_of(result.history, monitor), result.run_id, len(result.history)
 
     def _record(self, trial: optuna.Trial, pruning: PruningCallback, ending: _Ending) -> None:
         """The reason as a trial user attr; state, reason and status on the trial's run."""
@@ -113,15 +139,14 @@ class Objective:
         )
         close_child(run_id, state=ending.state, status=ending.status, reason=ending.reason)
 
-    def _complete(self, trial: optuna.Trial, result: TrainResult) -> float:
-        monitor = Monitor(self.config.train.monitor, self.config.train.monitor_mode)
-        if result.run_id is not None:
-            trial.set_user_attr(RUN_ATTR, result.run_id)
-        value = _best_of(result.history, monitor)
-        if result.run_id is not None:
-            tracking.set_tags(result.run_id, {STATE_TAG: "COMPLETE"})
+    def _complete(
+        self, trial: optuna.Trial, value: float, *, run_id: str | None, steps: int
+    ) -> float:
+        if run_id is not None:
+            trial.set_user_attr(RUN_ATTR, run_id)
+            tracking.set_tags(run_id, {STATE_TAG: "COMPLETE"})
             tracking.log_metrics(
-                result.run_id, {best_metric(monitor.metric): value}, step=len(result.history)
+                run_id, {best_metric(self.config.train.monitor): value}, step=steps
             )
         return value
 

@@ -27,11 +27,21 @@ class PruningCallback(Callback):
     """
 
     def __init__(
-        self, trial: optuna.Trial, monitor: str = "val/acc", *, stop: threading.Event | None = None
+        self,
+        trial: optuna.Trial,
+        monitor: str = "val/acc",
+        *,
+        stop: threading.Event | None = None,
+        step_offset: int = 0,
+        last_step: int | None = None,
     ) -> None:
         self.trial = trial
         self.monitor = monitor
         self.stop = stop
+        # a cross-validated trial trains its folds one after another: fold k reports its epochs
+        # as steps (k-1)*epochs+1 ... k*epochs, and only the last fold's last step is final
+        self.step_offset = step_offset
+        self.last_step = last_step
         self.run_id: str | None = None
         self.last_value: float | None = None
 
@@ -51,10 +61,17 @@ class PruningCallback(Callback):
             )
         value = float(metrics[self.monitor])
         self.last_value = value
-        self.trial.report(value, ctx.epoch)
-        last = ctx.epoch >= ctx.config.train.epochs  # stopping now saves nothing: let it complete
-        if not last and self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {ctx.epoch}: {self.monitor}={value:.4f}")
+        step = self.step_offset + ctx.epoch
+        self.trial.report(value, step)
+        last_step = self.last_step if self.last_step is not None else ctx.config.train.epochs
+        if step < last_step and self.trial.should_prune():  # stopping at the end saves nothing
+            raise optuna.TrialPruned(f"pruned at {self._where(ctx)}: {self.monitor}={value:.4f}")
+
+    def _where(self, ctx: FitContext) -> str:
+        if self.last_step is None:
+            return f"epoch {ctx.epoch}"
+        fold = self.step_offset // ctx.config.train.epochs + 1
+        return f"fold {fold} epoch {ctx.epoch}"
 
     def _check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():

@@ -21,7 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mnr import tracking
 from mnr.console import is_live, note
-from mnr.tuning.runs import RUN_ATTR
+from mnr.tuning.folds import fold_summary
+from mnr.tuning.runs import FOLDS_ATTR, RUN_ATTR
 
 __all__ = ["TrialProgress", "best_trial", "format_summary", "log_study"]
 
@@ -153,11 +154,14 @@ def log_study(
     )
     tracking.set_tags(parent, {"mnr.monitor": monitor})
     if best is not None:
-        tracking.log_metrics(
-            parent,
-            {"study/best_value": float(best.value), "study/best_trial": float(best.number)},
-            step=len(trials),
-        )
+        best_metrics = {
+            "study/best_value": float(best.value),
+            "study/best_trial": float(best.number),
+        }
+        folds = best.user_attrs.get(FOLDS_ATTR)
+        if folds:  # a cross-validated study: the best config's mean and spread over its folds
+            best_metrics.update(fold_summary(folds, monitor))
+        tracking.log_metrics(parent, best_metrics, step=len(trials))
         best_params = {f"best.{key}": value for key, value in best.params.items()}
         changed = tracking.log_new_params(parent, best_params)
         # params cannot change once logged; tags always hold the current best

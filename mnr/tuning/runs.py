@@ -25,6 +25,8 @@ from mnr.tuning.space import SearchParam
 
 __all__ = [
     "FAIL_TAG",
+    "FOLDS_ATTR",
+    "FOLDS_STUDY_ATTR",
     "PARENT_ATTR",
     "PARENT_WAIT_SECONDS",
     "PRUNE_TAG",
@@ -46,6 +48,8 @@ __all__ = [
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the study's MLflow parent run
 RUN_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow run
 WORKER_ATTR = "mnr.worker"  # trial user attr: "host:pid" of the process running it
+FOLDS_ATTR = "fold_values"  # trial user attr: a cross-validated trial's best value per fold
+FOLDS_STUDY_ATTR = "mnr.folds"  # study user attr: the folds each trial is judged on (1: a split)
 STUDY_TAG, STORAGE_TAG, TRIAL_TAG = "mnr.study", "mnr.storage", "mnr.trial"
 STATE_TAG, PRUNE_TAG, FAIL_TAG = "mnr.trial_state", "mnr.prune_reason", "mnr.fail_reason"
 PARENT_WAIT_SECONDS = 120.0  # how long a second process waits for the first to name the parent run

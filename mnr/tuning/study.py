@@ -13,6 +13,8 @@ import dataclasses
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +28,11 @@ from mnr.data import TrainingData
 from mnr.errors import MnrError
 from mnr.monitor import Monitor
 from mnr.training import TrainResult, load_data, run_training
+from mnr.tuning.folds import check_folds
 from mnr.tuning.objective import Objective
 from mnr.tuning.report import TrialProgress, best_trial, log_study
 from mnr.tuning.runs import (
+    FOLDS_STUDY_ATTR,
     PARENT_ATTR,
     STUDY_TAG,
     fail_trials_of_dead_workers,
@@ -38,6 +42,7 @@ from mnr.tuning.runs import (
 from mnr.tuning.samplers import make_pruner, make_sampler
 from mnr.tuning.space import parse_search_space, trial_config
 from mnr.tuning.storage import describe_storage, make_storage
+from mnr.tuning.workers import SharedData, WorkerSpec, default_jobs, run_workers, threads_per_worker
 
 __all__ = ["TuneResult", "tune"]
 
@@ -70,7 +75,8 @@ def tune(
     timeout: float | None = None,
     study_name: str | None = None,
     storage: str | None = None,
-    n_jobs: int = 1,
+    jobs: int | None = 1,
+    folds: int | None = None,
     sampler: str = "tpe",
     pruner: str = "median",
     seed: int | None = 0,
@@ -85,8 +91,21 @@ def tune(
     `DEFAULT_TUNE_EPOCHS`. `register` retrains the best config for the config's full
     `train.epochs` and registers the model under that name. `save_weights` keeps each trial's
     checkpoints and logs its model (off: trials write no weights).
+
+    `jobs` runs the trials in that many worker processes (`mnr.tuning.workers`; 1: in this
+    process; None: `default_jobs()`, what `mnr tune` uses). `folds` (2 or more) judges each trial by cross-validation over
+    that many folds (`mnr.tuning.folds`); a study keeps the fold count it was created with.
     """
-    _check_limits(trials=trials, timeout=timeout, n_jobs=n_jobs)
+    jobs = default_jobs() if jobs is None else jobs
+    _check_limits(trials=trials, timeout=timeout, jobs=jobs)
+    folds = folds or 1
+    if folds > 1:
+        check_folds(folds)
+        if save_weights:
+            raise MnrError(
+                "--save-weights keeps one model per trial, and a cross-validated trial trains one "
+                "per fold; leave out --save-weights (--register retrains the best config)"
+            )
     space = parse_search_space(config.search)
     tune_epochs = _trial_epochs(config, epochs)
     study_name = study_name or f"mnr-{config.model.name}"
@@ -95,6 +114,8 @@ def tune(
     # an unreachable tracking server fails here, before the data is decoded
     tracking.configure_tracking(check=True)
     data = load_data(config, progress=progress)
+    if folds > 1:
+        check_folds(folds, data.folder.labels)
     optuna_storage = make_storage(storage, study_name)
     storage_text = describe_storage(storage, study_name)
     study, created = _open_study(
@@ -104,6 +125,7 @@ def tune(
         pruner=the_pruner,
         direction=_direction(config),
     )
+    _check_study_folds(study, folds, created=created, study_name=study_name)
     found = find_parent(study, created, config, study_name=study_name, storage_text=storage_text)
     with tracking.tracked_run(
         experiment=config.tracking.experiment,
@@ -113,9 +135,12 @@ def tune(
         description=(
             f"Optuna study {study_name} of {config.model.name} ({storage_text}): "
             + "; ".join(p.describe() for p in space)
-            + f"; {tune_epochs} epochs per trial, each trial a child run."
+            + f"; {tune_epochs} epochs per trial"
+            + (f" on each of {folds} folds" if folds > 1 else "")
+            + ", each trial a child run."
         ),
         source="mnr tune",
+        system_metrics=config.tracking.system_metrics,  # the study's, not each trial's
     ) as parent:
         study.set_user_attr(PARENT_ATTR, parent)
         if not isinstance(optuna_storage, optuna.storages.RDBStorage):  # an RDB has heartbeats
@@ -128,13 +153,20 @@ def tune(
             study_name=study_name,
             epochs=tune_epochs,
             save_weights=save_weights,
+            folds=folds,
+            threads=threads_per_worker(jobs, config.train.threads) if jobs > 1 else None,
+        )
+        runner = (
+            _in_process
+            if jobs == 1
+            else _in_workers(jobs=jobs, storage=storage, sampler=sampler, pruner=pruner, seed=seed)
         )
         best, registered = _run_study(
             study,
             objective,
+            runner,
             trials=trials,
             timeout=timeout,
-            n_jobs=n_jobs,
             register=register,
             progress=progress,
         )
@@ -148,15 +180,28 @@ def tune(
     )
 
 
-def _check_limits(*, trials: int | None, timeout: float | None, n_jobs: int) -> None:
-    """Reject a study that would never end, a negative count or a thread count of 0."""
+def _check_limits(*, trials: int | None, timeout: float | None, jobs: int) -> None:
+    """Reject a study that would never end, a negative count or a process count below 1."""
     if trials is None and timeout is None:
         raise MnrError("give --trials, --timeout or both; otherwise the study would never end")
     if trials is not None and trials < 0:
         raise MnrError(f"--trials must be 0 or more, got {trials}")
-    if n_jobs == 0 or n_jobs < -1:
+    if jobs < 1:
+        raise MnrError(f"--jobs must be a positive number of worker processes, got {jobs}")
+
+
+def _check_study_folds(study: optuna.Study, folds: int, *, created: bool, study_name: str) -> None:
+    """A study's values must mean one thing: one split, or the mean of one number of folds."""
+    if created:
+        study.set_user_attr(FOLDS_STUDY_ATTR, folds)
+        return
+    before = int(study.user_attrs.get(FOLDS_STUDY_ATTR, 1))
+    if before != folds:
+        given = f"--folds {folds}" if folds > 1 else "no --folds"
+        was = f"--folds {before}" if before > 1 else "one split (no --folds)"
         raise MnrError(
-            f"--n-jobs must be a positive number of threads (or -1 for one per core), got {n_jobs}"
+            f"study {study_name!r} judges its trials by {was}, and this command gives {given}; "
+            f"give the same, or use another --study-name"
         )
 
 
@@ -208,13 +253,81 @@ def _open_study(
     return study, False
 
 
-def _run_study(
+def _in_process(
     study: optuna.Study,
     objective: Objective,
     *,
     trials: int | None,
     timeout: float | None,
-    n_jobs: int,
+    shown: TrialProgress | None,
+) -> None:
+    """Run the trials one after another in this process (`--jobs 1`)."""
+    study.optimize(
+        objective,
+        n_trials=trials,
+        timeout=timeout,
+        catch=(Exception,),
+        callbacks=[shown] if shown is not None else [],
+    )
+
+
+def _in_workers(
+    *, jobs: int, storage: str | None, sampler: str, pruner: str, seed: int | None
+) -> Runner:
+    """Run the trials in `jobs` worker processes that share the decoded data (`--jobs N`)."""
+
+    def run(
+        study: optuna.Study,
+        objective: Objective,
+        *,
+        trials: int | None,
+        timeout: float | None,
+        shown: TrialProgress | None,
+    ) -> None:
+        shared, block = SharedData.create(objective.data, folds=objective.folds > 1)
+        try:
+            spec = WorkerSpec(
+                config=objective.config,
+                study_name=objective.study_name,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                seed=seed,
+                epochs=objective.epochs,
+                folds=objective.folds,
+                parent=objective.parent,
+                save_weights=objective.save_weights,
+                threads=objective.threads or 1,
+                deadline=None if timeout is None else time.time() + timeout,
+                data=shared,
+            )
+            run_workers(
+                spec,
+                jobs=jobs,
+                trials=trials,
+                study=study,
+                on_trial=shown,
+                on_dead=lambda: fail_trials_of_dead_workers(
+                    study, experiment=objective.config.tracking.experiment, parent=objective.parent
+                ),
+            )
+        finally:
+            block.close()
+            block.unlink()
+
+    return run
+
+
+Runner = Callable[..., None]  # _in_process, or what _in_workers returns
+
+
+def _run_study(
+    study: optuna.Study,
+    objective: Objective,
+    runner: Runner,
+    *,
+    trials: int | None,
+    timeout: float | None,
     register: str | None,
     progress: bool,
 ) -> tuple[FrozenTrial | None, str | None]:
@@ -229,14 +342,7 @@ def _run_study(
     previous = _install_interrupts(objective.stop)
     registered: str | None = None
     try:
-        study.optimize(
-            objective,
-            n_trials=trials,
-            timeout=timeout,
-            n_jobs=n_jobs,
-            catch=(Exception,),
-            callbacks=[shown] if shown is not None else [],
-        )
+        runner(study, objective, trials=trials, timeout=timeout, shown=shown)
         if shown is not None:
             shown.close()
         best = best_trial(study)
