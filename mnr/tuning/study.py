@@ -98,9 +98,10 @@ def tune(
     """
     jobs = default_jobs() if jobs is None else jobs
     _check_limits(trials=trials, timeout=timeout, jobs=jobs)
+    if folds is not None:
+        check_folds(folds)
     folds = folds or 1
     if folds > 1:
-        check_folds(folds)
         if save_weights:
             raise MnrError(
                 "--save-weights keeps one model per trial, and a cross-validated trial trains one "
