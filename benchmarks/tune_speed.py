@@ -1,19 +1,22 @@
-"""How long `mnr tune` takes for a full study on this machine, and how good its best trial is.
+"""How long `mnr tune` takes for a full study on this machine, and how good its pick is.
 
-Runs `python -m mnr tune --model MODEL --trials N` as a subprocess in a fresh temporary working
-directory (fresh study, fresh MLflow sqlite store) on the built-in dataset, then reads the study
-back and reports wall time, CPU time, trial states, epochs trained and the best value and params.
-The built-in dataset and its decode cache are prepared first and timed apart: they are paid once
-per machine, not per study. The load average is recorded too, since a shared machine's numbers
-mean little without it.
+Runs `python -m mnr tune --model MODEL --data builtin:STYLE --trials N --register NAME [--folds K]`
+as a subprocess in a fresh temporary working directory (fresh study, fresh MLflow sqlite store),
+then reads the study back and reports wall time, CPU time, trial states, epochs trained, the best
+value and params, and the registered model's held-out test accuracy (the test split of that
+style, which no trial and no retrain sees). The built-in dataset and its decode cache are
+prepared first and timed apart: they are paid once per machine, not per study. The load average
+is recorded too, since a shared machine's numbers mean little without it.
 
-    python benchmarks/tune_speed.py                       # 30 trials of baseline_cnn
-    python benchmarks/tune_speed.py --trials 10 -- --pruner hyperband --epochs 4
+    python3 benchmarks/tune_speed.py                                  # baseline_cnn, full style
+    python3 benchmarks/tune_speed.py --models baseline_cnn bn_cnn --styles full imshow --folds 0 3
+    python3 benchmarks/tune_speed.py --trials 10 -- --pruner hyperband --epochs 4
 
-The best trial is compared with the best validation accuracy that the model's full experiment
-reaches, read from benchmarks/results/quality.json (written by `benchmarks/quality.py`, same
-data and split). Writes benchmarks/results/tune_speed.json and .md, and the README's "tune"
-section (unless --no-readme).
+Each (model, style, folds) is one row of benchmarks/results/tune_speed.json; rows not measured
+again are kept, so one can be re-run on its own. Writes tune_speed.md and the README's "tune"
+section (unless --no-readme). Goals: 30 trials and the retrain in at most 3 minutes (6 with
+--folds 3) for baseline_cnn, the registered model >= 99.5 % on every style, and the --folds 3
+pick at least as good on the held-out test split as the single-split pick.
 """
 
 from __future__ import annotations
@@ -35,19 +38,28 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def prepare(model: str) -> float:
+def prepare(model: str, style: str) -> float:
     """Generate the built-in dataset and fill the decode cache (once per machine); seconds taken."""
     sys.path.insert(0, str(REPO))
     from mnr.config import resolve_config
     from mnr.training import load_data
 
     started = time.perf_counter()
-    load_data(resolve_config(model=model), progress=False)
+    load_data(
+        resolve_config(model=model, options={"data.path": f"builtin:{style}"}), progress=False
+    )
     return time.perf_counter() - started
 
 
 def run_study(
-    model: str, trials: int, extra: list[str], workdir: Path, *, register: str | None
+    model: str,
+    trials: int,
+    extra: list[str],
+    workdir: Path,
+    *,
+    style: str,
+    folds: int,
+    register: str | None,
 ) -> dict:
     """Run the study as a user would; return timings and what the study holds afterwards.
 
@@ -56,7 +68,7 @@ def run_study(
     back from that run (the clock includes the retrain)."""
     import optuna
 
-    study_name = f"bench-{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    study_name = f"bench-{model}-{style}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     command = [
         sys.executable,
         "-m",
@@ -68,6 +80,9 @@ def run_study(
         str(trials),
         "--study-name",
         study_name,
+        "--data",
+        f"builtin:{style}",
+        *(["--folds", str(folds)] if folds else []),
         *(["--register", register] if register else []),
         *extra,
     ]
@@ -104,7 +119,10 @@ def run_study(
     durations = [t.duration.total_seconds() for t in study.trials if t.duration is not None]
     held_out = _registered_scores(env["MLFLOW_TRACKING_URI"], register) if register else {}
     return {
-        "command": " ".join(command[1:]),
+        "model": model,
+        "style": style,
+        "folds": folds,
+        "command": " ".join(["mnr", *command[3:]]),
         "study": study_name,
         "exit_code": completed.returncode,
         "wall_seconds": round(wall, 1),
@@ -122,6 +140,7 @@ def run_study(
         "best_value": best.value if best else None,
         "best_trial": best.number if best else None,
         "best_params": best.params if best else None,
+        "best_cv_std": _std(best.user_attrs.get("fold_values")) if best else None,
         "registered": register,
         "registered_test_accuracy": held_out.get("test/accuracy"),
         "registered_test_semitone_mae": held_out.get("test/semitone_mae"),
@@ -132,7 +151,11 @@ def run_study(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="baseline_cnn")
+    parser.add_argument("--models", nargs="+", default=["baseline_cnn"])
+    parser.add_argument("--styles", nargs="+", default=["full"])
+    parser.add_argument(
+        "--folds", nargs="+", type=int, default=[0], help="0: one split; K: --folds K."
+    )
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="Keep the temporary working directory.")
     parser.add_argument(
@@ -150,31 +173,57 @@ def main() -> None:
     )
     parser.add_argument("extra", nargs="*", help="More `mnr tune` options, after --.")
     args = parser.parse_args()
-    if args.publish_only:
-        publish(json.loads((RESULTS / "tune_speed.json").read_text()), readme=not args.no_readme)
-        return
+    path = RESULTS / "tune_speed.json"
+    rows = json.loads(path.read_text()).get("rows", []) if path.exists() else []
+    if not args.publish_only:
+        for model in args.models:
+            for style in args.styles:
+                for folds in args.folds:
+                    row = measure(model, style, folds, args)
+                    rows = [r for r in rows if _key(r) != _key(row)] + [row]
+                    RESULTS.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    publish(rows, readme=not args.no_readme)
 
-    prepare_seconds = prepare(args.model)
+
+def measure(model: str, style: str, folds: int, args: argparse.Namespace) -> dict:
+    """One study, as a user runs it, in a fresh folder; its row."""
+    prepare_seconds = prepare(model, style)
     workdir = Path(tempfile.mkdtemp(prefix="mnr-tune-speed-"))
     try:
         result = run_study(
-            args.model, args.trials, args.extra, workdir, register=args.register or None
+            model,
+            args.trials,
+            args.extra,
+            workdir,
+            style=style,
+            folds=folds,
+            register=args.register or None,
         )
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     result.update(
-        model=args.model,
         prepare_seconds=round(prepare_seconds, 1),
         cores=os.cpu_count(),
         machine=f"{platform.machine()} {platform.processor() or platform.system()}",
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         workdir=str(workdir) if args.keep else None,
+        full_experiment_best_val_acc=full_experiment_best(model, style),
     )
-    result["full_experiment_best_val_acc"] = full_experiment_best(args.model)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "tune_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    publish(result, readme=not args.no_readme)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def _key(row: dict) -> tuple:
+    return row.get("model"), row.get("style", "full"), row.get("folds", 0)
+
+
+def _std(values: list[float] | None) -> float | None:
+    if not values or len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
 def _registered_scores(tracking_uri: str, name: str) -> dict[str, float]:
@@ -188,43 +237,49 @@ def _registered_scores(tracking_uri: str, name: str) -> dict[str, float]:
     return dict(client.get_run(versions[0].run_id).data.metrics)
 
 
-def publish(result: dict, *, readme: bool) -> None:
-    """Write tune_speed.md and (unless told not to) the README's "tune" section from `result`."""
-    best, reference = result["best_value"], result.get("full_experiment_best_val_acc")
-    params = ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-        for k, v in (result["best_params"] or {}).items()
-    )
-    versus = (
-        f"{(best - reference) * 100:+.2f}" if reference is not None and best is not None else "-"
-    )
-    table = "\n".join(
-        [
-            "| model | trials | wall | CPU | complete/pruned/failed | epochs trained | best trial val_acc "
-            "| full experiment best val_acc | best trial minus full experiment (points) | best params "
-            "| registered best: held-out test acc | machine |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
-            f"| {result['model']} | {result['trials']} | {result['wall_seconds'] / 60:.1f} min "
-            f"| {result['cpu_seconds'] / 60:.1f} min | {result['complete']}/{result['pruned']}/{result['failed']} "
-            f"| {result['epochs_trained']} | {best if best is None else f'{best:.4f}'} | {reference if reference is not None else '-'} "
-            f"| {versus} | {params} | {_percent(result.get('registered_test_accuracy'))} "
-            f"| {result['cores']} cores, load {result['load_average_before'][0]:.1f}"
-            f"->{result['load_average_after'][0]:.1f} |",
-        ]
-    )
+def publish(rows: list[dict], *, readme: bool) -> None:
+    """Write tune_speed.md and (unless told not to) the README's "tune" section from `rows`."""
+    lines = [
+        "| model | style | judged by | wall | CPU | complete/pruned/failed | epochs trained "
+        "| best trial's value | best params | registered: held-out test acc | load avg |",
+        "|---|---|---|---:|---:|---|---:|---|---|---:|---|",
+    ]
+    for row in sorted(rows, key=lambda r: (r["model"], r.get("style", "full"), r.get("folds", 0))):
+        best = row["best_value"]
+        params = ", ".join(
+            f"{k.rsplit('.', 1)[-1]}={v:.3g}"
+            if isinstance(v, float)
+            else f"{k.rsplit('.', 1)[-1]}={v}"
+            for k, v in (row["best_params"] or {}).items()
+        )
+        folds = row.get("folds", 0)
+        value = "-" if best is None else f"{best:.4f}"
+        if row.get("best_cv_std") is not None:
+            value += f" ± {row['best_cv_std']:.4f}"
+        lines.append(
+            f"| {row['model']} | {row.get('style', 'full')} | {f'{folds} folds' if folds else 'one split'} "
+            f"| {row['wall_seconds'] / 60:.1f} min | {row['cpu_seconds'] / 60:.1f} min "
+            f"| {row['complete']}/{row['pruned']}/{row['failed']} | {row['epochs_trained']} | {value} "
+            f"| {params} | {_percent(row.get('registered_test_accuracy'))} "
+            f"| {row['load_average_before'][0]:.1f}->{row['load_average_after'][0]:.1f} |"
+        )
+    table = "\n".join(lines)
     (RESULTS / "tune_speed.md").write_text(table + "\n")
     print(table)
     if readme:
         from readme import write_section
 
+        cores = rows[-1]["cores"] if rows else os.cpu_count()
         write_section(
             "tune",
-            f"Measured by `python3 benchmarks/tune_speed.py`: `{result['command']}` on the built-in set in a fresh "
-            "folder (fresh journal study and MLflow store; the decode cache already built). The full experiment "
-            "is the model's `experiments/*.yaml` trained for all its epochs (`benchmarks/quality.py`, same split); "
-            "The wall time includes `--register`'s retrain of the best config. Goal: 30 trials and the "
-            "retrain in at most 3 minutes, the registered config >= 99.5 % on the held-out test split.\n\n"
-            + table,
+            f"Measured by `python3 benchmarks/tune_speed.py` ({cores} cores): `mnr tune --model MODEL "
+            "--data builtin:STYLE --trials 30 --register tune-best [--folds 3]`, with the default "
+            "`--jobs`, in a fresh folder (fresh journal study and MLflow store; the decode cache "
+            "already built). The wall time includes `--register`'s retrain of the best config for "
+            "the experiment's full epochs; the held-out test accuracy is that registered model's on "
+            "the style's test split, which no trial and no retrain sees. A --folds row's value is the "
+            "best config's mean over its folds ± their standard deviation. Goals for baseline_cnn: "
+            "at most 3 minutes (6 with --folds 3), >= 99.5 % held-out on every style.\n\n" + table,
             heading="Tuning speed",
         )
 
@@ -233,7 +288,7 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
-def full_experiment_best(model: str) -> float | None:
+def full_experiment_best(model: str, style: str) -> float | None:
     """Best val accuracy of `model`'s full experiment in results/quality.json, if measured."""
     path = RESULTS / "quality.json"
     if not path.exists():
@@ -243,7 +298,7 @@ def full_experiment_best(model: str) -> float | None:
         (
             row["best_val_acc"]
             for row in rows
-            if row["model"] == model and row.get("style", "full") == "full"
+            if row["model"] == model and row.get("style", "full") == style
         ),
         None,
     )
