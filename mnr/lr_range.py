@@ -37,6 +37,7 @@ from torch import nn
 
 from mnr import tracking
 from mnr.config import ExperimentConfig
+from mnr.console import note
 from mnr.console import progress as progress_bar
 from mnr.data import TrainingData
 from mnr.engine import resolve_device, seed_everything
@@ -48,7 +49,7 @@ from mnr.transforms import augment_batch, to_model_input
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["LrFindResult", "lr_find", "suggest_lr"]
+__all__ = ["LrFindResult", "caveats", "lr_find", "suggest_lr"]
 
 SMOOTHING = 0.98  # fastai's beta for the loss's moving average
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this many times the best
@@ -64,6 +65,7 @@ class LrFindResult:
     suggestion: float
     run_id: str | None = None
     seconds: float = 0.0
+    caveats: list[str] = dataclasses.field(default_factory=list)  # see `caveats`
 
     def to_csv(self) -> str:
         """`step,lr,loss` lines, the data behind the picture."""
@@ -109,6 +111,26 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float]) -> float:
     window = slice(_SKIP_BEGIN, len(lrs_a) - _SKIP_END)
     slope = np.gradient(losses_a[window], np.log(lrs_a[window]))
     return float(lrs_a[window][int(np.argmin(slope))])
+
+
+def caveats(lrs: Sequence[float], losses: Sequence[float], *, end_lr: float) -> list[str]:
+    """Why a suggestion may mislead: a loss that hardly fell (the model had not started
+    learning within the sweep: a net without batch norm under SGD can sit at chance for hundreds
+    of steps, and its steepest point is then noise or the sweep's very end), or a loss still
+    falling at the sweep's end, so the curve does not show where it turns."""
+    notes = []
+    if losses and min(losses) > 0.9 * losses[0]:
+        notes.append(
+            f"the loss fell less than 10 % over the sweep ({losses[0]:.3f} -> {min(losses):.3f}): "
+            "the model had hardly started learning, so the suggestion is a guess; try more --steps"
+        )
+    tail = max(2, len(losses) // 20)  # the last 5 % of the sweep
+    if len(losses) > tail and int(np.argmin(losses)) >= len(losses) - tail:
+        notes.append(
+            f"the loss was still falling at lr {lrs[-1]:g}, the sweep's end; raise --end-lr "
+            "to see where it turns"
+        )
+    return notes
 
 
 def _batches(count: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -251,6 +273,8 @@ def lr_find(
             progress=progress,
             run_id=run_id,
         )
+        if result.caveats:
+            tracking.set_tags(run_id, {"mnr.lr_find.caveats": "; ".join(result.caveats)})
         tracking.log_new_params(run_id, {"lr_find.suggestion": f"{result.suggestion:.6g}"})
         tracking.log_metrics(
             run_id,
@@ -279,10 +303,14 @@ def _run(
     lrs, losses = _sweep(
         model, config, data, start_lr=start_lr, end_lr=end_lr, steps=steps, progress=progress
     )
-    return LrFindResult(
+    result = LrFindResult(
         lrs=lrs,
         losses=losses,
         suggestion=suggest_lr(lrs, losses),
         run_id=run_id,
         seconds=time.perf_counter() - started,
+        caveats=caveats(lrs, losses, end_lr=end_lr),
     )
+    for text in result.caveats:
+        note(f"lr-find: {text}")
+    return result

@@ -13,7 +13,7 @@ from conftest import cli_overrides, tiny_config
 
 from mnr.cli import main
 from mnr.errors import MnrError
-from mnr.lr_range import LrFindResult, lr_find, suggest_lr
+from mnr.lr_range import LrFindResult, caveats, lr_find, suggest_lr
 
 
 def test_a_sweep_on_a_tiny_set_is_logged(synth_root: Path) -> None:
@@ -47,6 +47,15 @@ def test_the_suggestion_is_on_the_way_down_of_a_u() -> None:
     assert suggest_lr([1e-3, 1e-2, 1e-1], [2.0, 1.0, 3.0]) == 1e-2  # too short: the lowest loss
     with pytest.raises(MnrError, match="no steps"):
         suggest_lr([], [])
+
+
+def test_a_flat_or_unturned_curve_is_flagged() -> None:
+    lrs = np.geomspace(1e-6, 1, 100).tolist()
+    flat = np.linspace(4.48, 4.44, 100).tolist()  # a net that has not started learning
+    hardly, still = caveats(lrs, flat, end_lr=1.0)
+    assert "fell less than 10 %" in hardly and "still falling at lr 1," in still
+    u = (2 + (np.log10(lrs) + 2) ** 2 / 10).tolist()  # turns at 1e-2
+    assert caveats(lrs, u, end_lr=1.0) == []
 
 
 def test_the_curve_marks_the_suggestion(tmp_path: Path) -> None:
