@@ -15,8 +15,9 @@ learns fast at, usually 3-10x below where the loss bottoms out.
 Why not `mnr.engine.fit`: its hooks are per epoch, and the sweep needs the lr set before, and
 the loss read after, every batch. Everything else is the engine's: the model, data, device,
 seed, optimizer (`make_optimizer`), input scaling and augmentation are built exactly as a
-training run builds them, so the suggestion applies to `mnr train` with the same config. The
-model is made here and dropped here; no other run sees its weights.
+training run builds them (only mixed precision is left off: a sweep is short), so the
+suggestion applies to `mnr train` with the same config. The model is made here and dropped
+here; no other run sees its weights.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float]) -> float:
     return float(lrs_a[window][int(np.argmin(slope))])
 
 
-def caveats(lrs: Sequence[float], losses: Sequence[float], *, end_lr: float) -> list[str]:
+def caveats(lrs: Sequence[float], losses: Sequence[float]) -> list[str]:
     """Why a suggestion may mislead: a loss that hardly fell (the model had not started
     learning within the sweep: a net without batch norm under SGD can sit at chance for hundreds
     of steps, and its steepest point is then noise or the sweep's very end), or a loss still
@@ -309,7 +310,7 @@ def _run(
         suggestion=suggest_lr(lrs, losses),
         run_id=run_id,
         seconds=time.perf_counter() - started,
-        caveats=caveats(lrs, losses, end_lr=end_lr),
+        caveats=caveats(lrs, losses),
     )
     for text in result.caveats:
         note(f"lr-find: {text}")

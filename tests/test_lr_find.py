@@ -52,10 +52,10 @@ def test_the_suggestion_is_on_the_way_down_of_a_u() -> None:
 def test_a_flat_or_unturned_curve_is_flagged() -> None:
     lrs = np.geomspace(1e-6, 1, 100).tolist()
     flat = np.linspace(4.48, 4.44, 100).tolist()  # a net that has not started learning
-    hardly, still = caveats(lrs, flat, end_lr=1.0)
+    hardly, still = caveats(lrs, flat)
     assert "fell less than 10 %" in hardly and "still falling at lr 1," in still
     u = (2 + (np.log10(lrs) + 2) ** 2 / 10).tolist()  # turns at 1e-2
-    assert caveats(lrs, u, end_lr=1.0) == []
+    assert caveats(lrs, u) == []
 
 
 def test_the_curve_marks_the_suggestion(tmp_path: Path) -> None:
