@@ -122,6 +122,8 @@ def plot_top_losses(
             axis.imshow(
                 array[0] if array.shape[0] == 1 else np.transpose(array, (1, 2, 0)),
                 cmap="gray" if array.shape[0] == 1 else None,
+                vmin=0 if array.dtype == np.uint8 else None,  # pixels as read, not stretched
+                vmax=255 if array.dtype == np.uint8 else None,
                 aspect="auto",
                 interpolation="nearest",
             )
