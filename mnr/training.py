@@ -35,6 +35,7 @@ from mnr.errors import MnrError
 from mnr.models import create_model, import_model_module, is_model, takes_in_chans
 from mnr.monitor import Monitor
 from mnr.resume import Resume
+from mnr.top_losses import plot_top_losses
 
 __all__ = [
     "TrainResult",
@@ -158,7 +159,7 @@ def _final_evaluation(
     device: torch.device,
 ) -> dict[str, float]:
     """Val and held-out test metrics of the best weights (`best/val_...`, `test/...`); the confusion
-    matrix and the per-class and per-octave tables of the last set, as artifacts."""
+    matrix, the top losses and the per-class and per-octave tables of the last set, as artifacts."""
     results: dict[str, float] = {}
     sets = [("val", data.val_images, data.val_labels)]
     if data.test_images is not None and data.test_labels is not None:
@@ -192,6 +193,11 @@ def _final_evaluation(
                     title=f"{config.model.name} on {name}: accuracy {summary['accuracy']:.4f}",
                 )
                 tracking.log_artifact(run_id, image)
+                top = Path(tmp) / "top_losses.png"  # decodes nothing: the images are in memory
+                plot_top_losses(
+                    images, labels, probs, title=f"{config.model.name} on {name}", path=top
+                )
+                tracking.log_artifact(run_id, top)
                 table = pitch_metrics.format_per_class_table(
                     pitch_metrics.per_class_table(labels, preds)
                 )

@@ -372,6 +372,7 @@ def test_evaluate_prints_and_logs_pitch_metrics(store: Trained, tmp_path: Path) 
     ):
         assert title in result.output
     assert (out / "confusion_matrix.png").stat().st_size > 1000
+    assert (out / "top_losses.png").stat().st_size > 1000 and "top losses:" in result.output
     client = tracking.client()
     runs = client.search_runs([client.get_experiment_by_name("evaluations").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
@@ -386,6 +387,7 @@ def test_evaluate_prints_and_logs_pitch_metrics(store: Trained, tmp_path: Path) 
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert {
         "confusion_matrix.png",
+        "top_losses.png",
         "per_class_accuracy.csv",
         "per_octave_accuracy.csv",
     } <= artifacts

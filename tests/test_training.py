@@ -87,6 +87,7 @@ def test_train_tracks_everything_in_one_run(synth_root: Path) -> None:
     assert {
         "config.yaml",
         "confusion_matrix.png",
+        "top_losses.png",
         "per_class_accuracy.csv",
         "checkpoints",
     } <= artifacts

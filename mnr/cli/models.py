@@ -193,7 +193,7 @@ def predict_cmd(
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("evaluation"),
     show_default=True,
-    help="Where the confusion matrix and per-class table are written.",
+    help="Where the confusion matrix, top losses and per-class table are written.",
 )
 @click.option(
     "--log", "log_run", is_flag=True, help="Record the metrics and pictures on a new MLflow run."

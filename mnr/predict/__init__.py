@@ -18,7 +18,8 @@ The package holds one idea per module, and this file re-exports the public names
 - `predictor`: `Predictor`, `model_from_checkpoint`, `prediction_frame`, `load_predictor`;
 - `inputs`: every accepted input container and image form, coerced to pixels;
 - `folder`: `predict_folder` over a folder's images, the submission CSV, the error report;
-- `evaluate`: pitch-aware metrics on a labelled folder, printed or logged to MLflow.
+- `evaluate`: pitch-aware metrics on a labelled folder, printed or logged to MLflow, and the
+  top losses (the most confidently wrong images).
 
 Two more modules are imported where they are used, not from here: `logged`, the logged
 predictor's format (logging it, finding it on a run, registering it, reading its files back),
@@ -40,6 +41,7 @@ from mnr.predict.evaluate import (
     format_evaluation,
     labelled_images,
     log_evaluation,
+    plot_folder_top_losses,
 )
 from mnr.predict.folder import (
     FolderPredictions,
@@ -69,6 +71,7 @@ __all__ = [
     "load_predictor",
     "log_evaluation",
     "model_from_checkpoint",
+    "plot_folder_top_losses",
     "prediction_frame",
     "predict_folder",
     "predict_model_on_folder",

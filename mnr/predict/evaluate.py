@@ -2,8 +2,9 @@
 
 Unlike `mnr predict`, evaluation refuses partial data: every problem with the truth file or the
 images is one `MnrError` listing them all, since a score on part of a test set would be silently
-wrong. `evaluate_folder` computes the metrics and writes the confusion matrix and per-class
-table; `format_evaluation` prints them; `log_evaluation` records them on a new MLflow run.
+wrong. `evaluate_folder` computes the metrics and writes the confusion matrix, the top losses
+and the per-class table; `format_evaluation` prints them; `log_evaluation` records them on a new
+MLflow run. `plot_folder_top_losses` draws the top losses alone, for a notebook.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mnr.data.folder import ImageSet, raise_for_problems
 from mnr.errors import MnrError
 from mnr.labels import MIDI_OFFSET, NUM_KEYS, label_to_name
-from mnr.predict.folder import list_images, predict_folder
+from mnr.predict.folder import FolderPredictions, list_images, predict_folder
 from mnr.predict.predictor import Predictor
+from mnr.top_losses import DEFAULT_COUNT, plot_top_losses
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "Evaluation",
@@ -24,6 +30,7 @@ __all__ = [
     "format_evaluation",
     "labelled_images",
     "log_evaluation",
+    "plot_folder_top_losses",
 ]
 
 
@@ -37,6 +44,7 @@ class Evaluation:
     metrics: dict[str, float]
     confusion_matrix_path: Path | None = None
     per_class_path: Path | None = None
+    top_losses_path: Path | None = None
     run_id: str | None = None
 
 
@@ -68,8 +76,8 @@ def evaluate_folder(
 
     The folder needs `truth.txt` (or `truth`). Every problem with the data (bad truth lines,
     missing or unreadable images) is an `MnrError` listing them all: a score on part of a test
-    set would be silently wrong. Writes `confusion_matrix.png` and `per_class_accuracy.csv` to
-    `output_dir`.
+    set would be silently wrong. Writes `confusion_matrix.png`, `top_losses.png` and
+    `per_class_accuracy.csv` to `output_dir`.
     """
     from mnr import metrics as pitch_metrics
 
@@ -90,6 +98,8 @@ def evaluate_folder(
         out / "confusion_matrix.png",
         title=f"{model_uri} on {image_set.root.name}: accuracy {summary['accuracy']:.4f}",
     )
+    top = out / "top_losses.png"
+    _draw_top_losses(predictor, result, title=f"{model_uri} on {image_set.root.name}", path=top)
     table = out / "per_class_accuracy.csv"
     table.write_text(
         pitch_metrics.format_per_class_table(
@@ -103,7 +113,43 @@ def evaluate_folder(
         metrics=summary,
         confusion_matrix_path=image,
         per_class_path=table,
+        top_losses_path=top,
     )
+
+
+def plot_folder_top_losses(
+    predictor: Predictor,
+    folder: str | os.PathLike | ImageSet,
+    *,
+    truth: str | os.PathLike | None = None,
+    n: int = DEFAULT_COUNT,
+    path: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Figure:
+    """The `n` images of a labelled folder that `predictor` gets most confidently wrong, as it
+    reads them (`mnr.top_losses.plot_top_losses`); saved to `path` when given. The folder is
+    checked as `evaluate_folder` checks it."""
+    image_set = folder if isinstance(folder, ImageSet) else labelled_images(folder, truth=truth)
+    result = predict_folder(predictor, image_set, workers=workers, progress=progress)
+    raise_for_problems(result.problems, what=f"evaluating on {image_set.root}")
+    return _draw_top_losses(predictor, result, title=image_set.root.name, n=n, path=path)
+
+
+def _draw_top_losses(
+    predictor: Predictor,
+    result: FolderPredictions,
+    *,
+    title: str,
+    n: int = DEFAULT_COUNT,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """Decode only the few images drawn, not the folder a second time."""
+
+    def load(indices: list[int]):
+        return predictor.images([result.root / result.filenames[i] for i in indices])
+
+    return plot_top_losses(load, result.labels, result.probabilities, n=n, title=title, path=path)
 
 
 _METRIC_NAMES = {
@@ -142,6 +188,8 @@ def format_evaluation(evaluation: Evaluation) -> str:
             )
     if evaluation.confusion_matrix_path is not None:
         lines += ["", f"confusion matrix: {evaluation.confusion_matrix_path}"]
+    if evaluation.top_losses_path is not None:
+        lines.append(f"top losses:       {evaluation.top_losses_path}")
     if evaluation.run_id is not None:
         lines.append(f"logged to MLflow run {evaluation.run_id}")
     return "\n".join(lines)
@@ -177,7 +225,11 @@ def log_evaluation(evaluation: Evaluation, *, experiment: str = "mnr") -> str:
             pitch_metrics.format_per_octave_table(evaluation.metrics),
             "per_octave_accuracy.csv",
         )
-        for path in (evaluation.confusion_matrix_path, evaluation.per_class_path):
+        for path in (
+            evaluation.confusion_matrix_path,
+            evaluation.top_losses_path,
+            evaluation.per_class_path,
+        ):
             if path is not None:
                 tracking.log_artifact(run_id, path)
     evaluation.run_id = run_id
