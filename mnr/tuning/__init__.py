@@ -32,10 +32,15 @@ trial a child run holding the whole resolved config as params, per-epoch metrics
   the next worker started on the same host notices the dead pid; an RDB's heartbeats notice it
   on any host, and queue the trial's values again as a new trial.
 
+`jobs` (`--jobs`) runs the trials in that many worker processes that share the decoded data
+(`workers`); `folds` (`--folds`) judges each trial by K-fold cross-validation, with one epoch of
+one fold as the pruner's step (`folds`).
+
 The package, one idea per module: `space` (the search space and the trial's config), `storage`,
 `samplers` (sampler and pruner), `pruning` (the engine callback), `runs` (the Optuna-to-MLflow
-bridge), `objective` (one trial), `report` (summary table, progress line, the parent run's
-record) and `study` (`tune` itself).
+bridge), `objective` (one trial), `folds` (a cross-validated trial), `workers` (trials in
+worker processes), `report` (summary table, progress line, the parent run's record) and `study`
+(`tune` itself).
 
 Example::
 
