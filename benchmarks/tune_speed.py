@@ -59,6 +59,7 @@ def run_study(
     *,
     style: str,
     folds: int,
+    jobs: int,
     register: str | None,
 ) -> dict:
     """Run the study as a user would; return timings and what the study holds afterwards.
@@ -83,6 +84,7 @@ def run_study(
         "--data",
         f"builtin:{style}",
         *(["--folds", str(folds)] if folds else []),
+        *(["--jobs", str(jobs)] if jobs else []),
         *(["--register", register] if register else []),
         *extra,
     ]
@@ -122,6 +124,7 @@ def run_study(
         "model": model,
         "style": style,
         "folds": folds,
+        "jobs": jobs,
         "command": " ".join(["mnr", *command[3:]]),
         "study": study_name,
         "exit_code": completed.returncode,
@@ -156,6 +159,9 @@ def main() -> None:
     parser.add_argument(
         "--folds", nargs="+", type=int, default=[0], help="0: one split; K: --folds K."
     )
+    parser.add_argument(
+        "--jobs", nargs="+", type=int, default=[0], help="0: mnr tune's default; N: --jobs N."
+    )
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="Keep the temporary working directory.")
     parser.add_argument(
@@ -178,15 +184,15 @@ def main() -> None:
     if not args.publish_only:
         for model in args.models:
             for style in args.styles:
-                for folds in args.folds:
-                    row = measure(model, style, folds, args)
+                for folds, jobs in [(f, j) for f in args.folds for j in args.jobs]:
+                    row = measure(model, style, folds, jobs, args)
                     rows = [r for r in rows if _key(r) != _key(row)] + [row]
                     RESULTS.mkdir(parents=True, exist_ok=True)
                     path.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     publish(rows, readme=not args.no_readme)
 
 
-def measure(model: str, style: str, folds: int, args: argparse.Namespace) -> dict:
+def measure(model: str, style: str, folds: int, jobs: int, args: argparse.Namespace) -> dict:
     """One study, as a user runs it, in a fresh folder; its row."""
     prepare_seconds = prepare(model, style)
     workdir = Path(tempfile.mkdtemp(prefix="mnr-tune-speed-"))
@@ -198,6 +204,7 @@ def measure(model: str, style: str, folds: int, args: argparse.Namespace) -> dic
             workdir,
             style=style,
             folds=folds,
+            jobs=jobs,
             register=args.register or None,
         )
     finally:
@@ -216,7 +223,7 @@ def measure(model: str, style: str, folds: int, args: argparse.Namespace) -> dic
 
 
 def _key(row: dict) -> tuple:
-    return row.get("model"), row.get("style", "full"), row.get("folds", 0)
+    return row.get("model"), row.get("style", "full"), row.get("folds", 0), row.get("jobs", 0)
 
 
 def _std(values: list[float] | None) -> float | None:
@@ -240,11 +247,11 @@ def _registered_scores(tracking_uri: str, name: str) -> dict[str, float]:
 def publish(rows: list[dict], *, readme: bool) -> None:
     """Write tune_speed.md and (unless told not to) the README's "tune" section from `rows`."""
     lines = [
-        "| model | style | judged by | wall | CPU | complete/pruned/failed | epochs trained "
+        "| model | style | judged by | --jobs | wall | CPU | complete/pruned/failed | epochs trained "
         "| best trial's value | best params | registered: held-out test acc | load avg |",
-        "|---|---|---|---:|---:|---|---:|---|---|---:|---|",
+        "|---|---|---|---|---:|---:|---|---:|---|---|---:|---|",
     ]
-    for row in sorted(rows, key=lambda r: (r["model"], r.get("style", "full"), r.get("folds", 0))):
+    for row in sorted(rows, key=_key):
         best = row["best_value"]
         params = ", ".join(
             f"{k.rsplit('.', 1)[-1]}={v:.3g}"
@@ -258,6 +265,7 @@ def publish(rows: list[dict], *, readme: bool) -> None:
             value += f" ± {row['best_cv_std']:.4f}"
         lines.append(
             f"| {row['model']} | {row.get('style', 'full')} | {f'{folds} folds' if folds else 'one split'} "
+            f"| {row.get('jobs') or 'default'} "
             f"| {row['wall_seconds'] / 60:.1f} min | {row['cpu_seconds'] / 60:.1f} min "
             f"| {row['complete']}/{row['pruned']}/{row['failed']} | {row['epochs_trained']} | {value} "
             f"| {params} | {_percent(row.get('registered_test_accuracy'))} "
@@ -273,8 +281,8 @@ def publish(rows: list[dict], *, readme: bool) -> None:
         write_section(
             "tune",
             f"Measured by `python3 benchmarks/tune_speed.py` ({cores} cores): `mnr tune --model MODEL "
-            "--data builtin:STYLE --trials 30 --register tune-best [--folds 3]`, with the default "
-            "`--jobs`, in a fresh folder (fresh journal study and MLflow store; the decode cache "
+            "--data builtin:STYLE --trials 30 --register tune-best [--folds 3] [--jobs N]` in a "
+            "fresh folder (fresh journal study and MLflow store; the decode cache "
             "already built). The wall time includes `--register`'s retrain of the best config for "
             "the experiment's full epochs; the held-out test accuracy is that registered model's on "
             "the style's test split, which no trial and no retrain sees. A --folds row's value is the "
