@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial
 from mnr import tracking
 from mnr.config import DEFAULT_TUNE_EPOCHS, ExperimentConfig
 from mnr.data import TrainingData
+from mnr.display import result_html, result_repr
 from mnr.errors import MnrError
 from mnr.monitor import Monitor
 from mnr.training import TrainResult, load_data, run_training
@@ -60,6 +61,23 @@ class TuneResult:
         for trial in self.study.get_trials(deepcopy=False):
             counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
         return counts
+
+    def _rows(self) -> dict[str, Any]:
+        best = self.best_trial
+        return {
+            "study": self.study_name,
+            "trials": ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.counts.items())),
+            "best trial": None if best is None else best.number,
+            "best value": None if best is None else best.value,
+            "best params": None if best is None else best.params,
+            "registered run": self.registered_run_id,
+        }
+
+    def __repr__(self) -> str:
+        return result_repr("TuneResult", self._rows())
+
+    def _repr_html_(self) -> str:
+        return result_html("mnr.tune", self._rows(), run_id=self.parent_run_id)
 
 
 def tune(
