@@ -166,16 +166,19 @@ def train(
     Returns the `TrainResult`: run id, status, per-epoch history, final metrics and the
     logged model's URI (``runs:/RUN_ID/MODEL`` or, with `register`, the registered version's).
     """
-    from mnr.distributed import distributed_session
-    from mnr.training import run_training
+    with _quiet():  # the libraries are imported inside it: some warn when imported
+        resolved, resumed = train_config(
+            model=model, config=config, model_module=model_module, data=data, epochs=epochs,
+            seed=seed, experiment=experiment, lr=lr, batch_size=batch_size, run_name=run_name,
+            register=register, resume=resume, overrides=overrides,
+        )  # fmt: skip
+        from mnr.distributed import distributed_session
+        from mnr.training import run_training
 
-    resolved, resumed = train_config(
-        model=model, config=config, model_module=model_module, data=data, epochs=epochs,
-        seed=seed, experiment=experiment, lr=lr, batch_size=batch_size, run_name=run_name,
-        register=register, resume=resume, overrides=overrides,
-    )  # fmt: skip
-    with _quiet(), distributed_session():
-        return run_training(resolved, resume=resumed, extra_callbacks=callbacks, progress=progress)
+        with distributed_session():
+            return run_training(
+                resolved, resume=resumed, extra_callbacks=callbacks, progress=progress
+            )
 
 
 def tune(
@@ -207,10 +210,6 @@ def tune(
     its MLflow parent run, the best trial). The keywords after `overrides` are
     `mnr.tuning.study.tune`'s and go to it unchanged.
     """
-    import optuna
-
-    from mnr.tuning.study import tune as run_study
-
     resolved = experiment_config(
         model=model,
         config=config,
@@ -236,6 +235,10 @@ def tune(
         progress=progress,
     )
     with _quiet():
+        import optuna
+
+        from mnr.tuning.study import tune as run_study
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial comes from mnr
         return run_study(resolved, seed=resolved.train.seed, **tuning)
 
@@ -259,8 +262,6 @@ def cv(
     """K-fold cross-validation as `mnr cv` does: one child run per fold, out-of-fold
     predictions, the folds' ensemble (registered as `register` when given). Calling it again
     continues it: finished folds are kept. Returns the `CvResult`."""
-    from mnr.crossval import cross_validate
-
     resolved = experiment_config(
         model=model,
         config=config,
@@ -274,6 +275,8 @@ def cv(
         overrides=overrides,
     )
     with _quiet():
+        from mnr.crossval import cross_validate
+
         return cross_validate(
             resolved, folds=folds, repeats=repeats, register=register, tta=tta, progress=progress
         )
@@ -315,24 +318,24 @@ class LoadedModel:
     ) -> FolderPredictions:
         """Every image of `folder`, in filename order (a broken file is a problem, not an
         error); what `predict` and `write_submission` read a folder with."""
-        from mnr.predict import predict_folder
-
         with _quiet():
+            from mnr.predict import predict_folder
+
             return predict_folder(self.predictor, folder, workers=workers, progress=progress)
 
     def predict(self, inputs: Any, *, top_k: int = 1, progress: bool = True) -> pd.DataFrame:
         """One row per image: a folder (a ``filename`` column first, in the order of
         output.csv), or image paths, PNG bytes or uint8 arrays; then label, midi, note,
         probability and the top-`top_k` columns."""
-        from mnr.predict import prediction_frame
+        with _quiet():
+            from mnr.predict import prediction_frame
 
-        if isinstance(inputs, (str, os.PathLike)) and Path(inputs).is_dir():
+            if not (isinstance(inputs, (str, os.PathLike)) and Path(inputs).is_dir()):
+                return self.predictor.predict(inputs, top_k=top_k)
             found = self.predict_folder(inputs, progress=progress)
             frame = prediction_frame(found.probabilities, top_k=top_k)
-            frame.insert(0, "filename", found.filenames)
-            return frame
-        with _quiet():
-            return self.predictor.predict(inputs, top_k=top_k)
+        frame.insert(0, "filename", found.filenames)
+        return frame
 
     def write_submission(
         self, folder: str | os.PathLike, output: str | os.PathLike = "output.csv", **options: Any
@@ -355,11 +358,13 @@ class LoadedModel:
         """Accuracy, top-k, macro-F1, semitone and octave errors on the labelled `folder`
         (its truth.txt, or `truth`; or `labelled_images` already read), as `mnr evaluate`; the confusion matrix and per-class
         table are written to `output_dir`."""
-        from mnr.data.folder import ImageSet
-        from mnr.predict import evaluate_folder, labelled_images
-
-        images = folder if isinstance(folder, ImageSet) else labelled_images(folder, truth=truth)
         with _quiet():
+            from mnr.data.folder import ImageSet
+            from mnr.predict import evaluate_folder, labelled_images
+
+            images = (
+                folder if isinstance(folder, ImageSet) else labelled_images(folder, truth=truth)
+            )
             return evaluate_folder(
                 self.predictor, images, model_uri=self.model_uri, output_dir=output_dir,
                 workers=workers, progress=progress,
@@ -375,9 +380,9 @@ def load(
 ) -> LoadedModel:
     """The model behind `model_uri` (``models:/NAME@alias``, ``models:/NAME/VERSION``,
     ``runs:/RUN_ID``, a model folder or a ``.pt`` checkpoint), ready to predict."""
-    from mnr.predict import load_predictor
-
     with _quiet():
+        from mnr.predict import load_predictor
+
         predictor = load_predictor(model_uri, device=device, batch_size=batch_size, tta=tta)
     return LoadedModel(predictor, model_uri=model_uri)
 

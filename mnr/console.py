@@ -58,6 +58,11 @@ HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
         UserWarning,
         "MLflow's advice about nullable integers in an inferred signature; mnr's are explicit",
     ),
+    (
+        "IProgress not found",
+        Warning,
+        "tqdm.auto in a notebook without ipywidgets: its text bar, used instead, renders there too",
+    ),
 )
 
 
@@ -91,8 +96,6 @@ def libraries_quiet() -> Iterator[None]:
     MLflow sets its loggers' level when it is imported, so it is imported first: a level set
     before that would be overwritten.
     """
-    import mlflow  # noqa: F401
-
     loggers = [logging.getLogger(name) for name in _LIBRARY_LOGGERS]
     levels = [logger.level for logger in loggers]
     bars = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
@@ -101,6 +104,9 @@ def libraries_quiet() -> Iterator[None]:
         with warnings.catch_warnings():
             for message, category, _why in HARMLESS_WARNINGS:
                 warnings.filterwarnings("ignore", message=message, category=category)
+            import mlflow  # noqa: F401
+            import tqdm.auto  # noqa: F401  (it warns once, when imported, about ipywidgets)
+
             for logger in loggers:
                 if logger.getEffectiveLevel() < logging.WARNING:
                     logger.setLevel(logging.WARNING)
