@@ -1,4 +1,6 @@
-"""examples/quickstart.ipynb: kept without outputs, and run end to end through a Jupyter kernel.
+"""examples/quickstart.ipynb and the README's Python block, run as written.
+
+The notebook is kept without outputs, and run end to end through a Jupyter kernel.
 
 The notebook runs as a user runs it, on the built-in dataset (`DATA = None`), except that the
 built-in set is a tiny one (`MNR_DATA_DIR` pointed at a copy of `synth_root`, marked as the
@@ -22,6 +24,14 @@ NOTEBOOK = REPO / "examples" / "quickstart.ipynb"
 SMALL = 'MODEL = "baseline_cnn"\nDATA = None\nEPOCHS = 2\nTRIALS = 2\nREGISTERED = "piano-test"\n'
 # what may not show in a cell's output: a library's warning or log line
 NOISE = ("Warning", "INFO", "mlflow.", "optuna.", "Traceback")
+
+
+def _tiny_builtin(synth_root: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a copy of `synth_root` the built-in dataset, as the current generator's."""
+    builtin = isolated.parent / "builtin"
+    shutil.copytree(synth_root, builtin)
+    (builtin / _VERSION_FILE).write_text(GENERATOR_VERSION + "\n")
+    monkeypatch.setenv("MNR_DATA_DIR", str(builtin))
 
 
 def _read():
@@ -51,10 +61,7 @@ def test_the_quickstart_notebook_runs_in_a_kernel(
     import nbformat
     from nbclient import NotebookClient
 
-    builtin = isolated.parent / "builtin"
-    shutil.copytree(synth_root, builtin)
-    (builtin / _VERSION_FILE).write_text(GENERATOR_VERSION + "\n")
-    monkeypatch.setenv("MNR_DATA_DIR", str(builtin))
+    _tiny_builtin(synth_root, isolated, monkeypatch)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     notebook = _read()
     first = next(cell for cell in notebook.cells if cell.cell_type == "code")
@@ -85,3 +92,15 @@ def test_the_quickstart_notebook_runs_in_a_kernel(
     assert any("#/experiments/" in table for table in html)  # result tables link their run
     noise = [text for text in shown if any(word in text for word in NOISE)]
     assert not noise, noise
+
+
+@pytest.mark.slow
+def test_the_readmes_python_block_runs_as_written(
+    synth_root: Path, empty_store: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## From Python / in a notebook", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    _tiny_builtin(synth_root, isolated, monkeypatch)
+    exec(compile(block, "README.md", "exec"), {})  # noqa: S102 (our own README)
+    assert (isolated / "output.csv").read_text().startswith("filename,label\n")
