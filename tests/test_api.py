@@ -68,3 +68,9 @@ def test_an_interrupted_train_is_resumable_from_python(synth_root: Path, empty_s
     resumed = mnr.train(resume=killed.info.run_id, progress=False)
     assert resumed.run_id == killed.info.run_id and resumed.status == "FINISHED"
     assert len(resumed.history) == 2
+
+
+def test_check_reports_in_one_short_line(synth_root: Path) -> None:
+    report = mnr.check(synth_root / "train", workers=1, progress=False)
+    assert report.ok and len(repr(report)) < 300 and "images=24" in repr(report), repr(report)
+    assert report._repr_html_().startswith("<pre>")
