@@ -74,3 +74,23 @@ def test_check_reports_in_one_short_line(synth_root: Path) -> None:
     report = mnr.check(synth_root / "train", workers=1, progress=False)
     assert report.ok and len(repr(report)) < 300 and "images=24" in repr(report), repr(report)
     assert report._repr_html_().startswith("<pre>")
+
+
+def test_an_api_call_is_quiet_and_leaves_the_callers_logging_as_it_was() -> None:
+    import logging
+    import warnings
+
+    from mnr.console import libraries_quiet
+
+    logger = logging.getLogger("mlflow")
+    logger.setLevel(logging.INFO)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with libraries_quiet():
+            assert logger.getEffectiveLevel() == logging.WARNING
+            warnings.warn(
+                "IProgress not found. Please update jupyter and ipywidgets.", stacklevel=1
+            )
+        warnings.warn("IProgress not found, outside", stacklevel=1)
+    assert [str(w.message) for w in caught] == ["IProgress not found, outside"]
+    assert logger.level == logging.INFO
