@@ -83,6 +83,7 @@ def test_an_api_call_is_quiet_and_leaves_the_callers_logging_as_it_was() -> None
     from mnr.console import libraries_quiet
 
     logger = logging.getLogger("mlflow")
+    before = logger.level
     logger.setLevel(logging.INFO)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -94,3 +95,4 @@ def test_an_api_call_is_quiet_and_leaves_the_callers_logging_as_it_was() -> None
         warnings.warn("IProgress not found, outside", stacklevel=1)
     assert [str(w.message) for w in caught] == ["IProgress not found, outside"]
     assert logger.level == logging.INFO
+    logger.setLevel(before)
