@@ -8,7 +8,6 @@ dataclass holding a training history and a model.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +32,8 @@ def result_repr(kind: str, rows: Mapping[str, Any]) -> str:
 def result_html(title: str, rows: Mapping[str, Any], *, run_id: str | None = None) -> str:
     """A two-column HTML table of the rows that have a value, under `title`, with a link to the
     page of `run_id` in the MLflow UI (`mnr.tracking.run_url`) when there is a run."""
+    import html  # here, not at the top: `import mnr` imports this module
+
     cells = "".join(
         f"<tr><th style='text-align:left'>{html.escape(str(key))}</th>"
         f"<td style='text-align:left'>{html.escape(shown(value))}</td></tr>"
