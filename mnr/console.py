@@ -22,9 +22,18 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
-__all__ = ["HARMLESS_WARNINGS", "configure_console", "is_live", "note", "progress"]
+__all__ = [
+    "HARMLESS_WARNINGS",
+    "configure_console",
+    "is_live",
+    "libraries_quiet",
+    "note",
+    "progress",
+]
 
 _LIBRARY_LOGGERS = ("mlflow", "alembic", "optuna", "urllib3", "matplotlib", "PIL")
 # (message regex, category, why it is harmless here)
@@ -49,6 +58,11 @@ HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
         UserWarning,
         "MLflow's advice about nullable integers in an inferred signature; mnr's are explicit",
     ),
+    (
+        "IProgress not found",
+        Warning,
+        "tqdm.auto in a notebook without ipywidgets: its text bar, used instead, renders there too",
+    ),
 )
 
 
@@ -70,6 +84,38 @@ def configure_console(*, verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for message, category, _why in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+
+
+@contextmanager
+def libraries_quiet() -> Iterator[None]:
+    """`configure_console`'s quiet for one Python API call (`mnr.train` in a notebook): library
+    INFO logs, MLflow's download bars and the harmless warnings are hidden inside the block,
+    and the process is left as it was after it, since a library must not reconfigure the
+    logging of the notebook or program that imports it.
+
+    MLflow sets its loggers' level when it is imported, so it is imported first: a level set
+    before that would be overwritten.
+    """
+    loggers = [logging.getLogger(name) for name in _LIBRARY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    bars = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bars or "false"
+    try:
+        with warnings.catch_warnings():
+            for message, category, _why in HARMLESS_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            import mlflow  # noqa: F401
+            import tqdm.auto  # noqa: F401  (it warns once, when imported, about ipywidgets)
+
+            for logger in loggers:
+                if logger.getEffectiveLevel() < logging.WARNING:
+                    logger.setLevel(logging.WARNING)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        if bars is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
 
 
 def note(message: str) -> None:

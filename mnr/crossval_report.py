@@ -17,6 +17,7 @@ from mnr import metrics as pitch_metrics
 from mnr import tracking
 from mnr.config import ExperimentConfig, to_dict
 from mnr.data import TrainingData
+from mnr.display import result_html, result_repr
 
 __all__ = ["CvResult", "FoldRun", "log_cv", "log_ensemble", "oof_table"]
 
@@ -46,6 +47,22 @@ class CvResult:
     filenames: list[str]
     registered_version: Any = None
     test_metrics: dict[str, float] = field(default_factory=dict)
+
+    def _rows(self) -> dict[str, Any]:
+        shown = ("cv/accuracy_mean", "cv/accuracy_std", "cv/oof_accuracy", "cv/semitone_mae_mean")
+        return {
+            "parent_run_id": self.parent_run_id,
+            "folds": len(self.folds),
+            **{key: self.summary.get(key) for key in shown},
+            "test/accuracy": self.test_metrics.get("test/accuracy"),
+            "registered version": getattr(self.registered_version, "version", None),
+        }
+
+    def __repr__(self) -> str:
+        return result_repr("CvResult", self._rows())
+
+    def _repr_html_(self) -> str:
+        return result_html("mnr.cv", self._rows(), run_id=self.parent_run_id)
 
 
 def oof_table(

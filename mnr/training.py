@@ -30,6 +30,7 @@ from mnr.config import ExperimentConfig
 from mnr.data import TrainingData, load_training_data
 from mnr.data.layout import FigureLayout
 from mnr.data.manifest import instrument_metrics, instrument_table
+from mnr.display import result_html, result_repr
 from mnr.engine import Callback, evaluate, fit, resolve_device, seed_everything
 from mnr.errors import MnrError
 from mnr.models import create_model, import_model_module, is_model, takes_in_chans
@@ -65,6 +66,23 @@ class TrainResult:
             h["val/acc"] for h in self.history if "val/acc" in h
         )
         return 0.0 if best is None else best
+
+    def _rows(self) -> dict[str, Any]:
+        shown = ("best/val_accuracy", "test/accuracy", "test/semitone_mae")
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "epochs": len(self.history),
+            **{key: self.final_metrics.get(key) for key in shown},
+            "model_uri": self.model_uri,
+            "stopped": self.stop_reason or None,
+        }
+
+    def __repr__(self) -> str:
+        return result_repr("TrainResult", self._rows())
+
+    def _repr_html_(self) -> str:
+        return result_html(f"mnr.train: run {self.status}", self._rows(), run_id=self.run_id)
 
 
 def check_model(config: ExperimentConfig) -> None:

@@ -122,9 +122,9 @@ def data_check(
     It also finds how the images are drawn (the plot box, the colormap) and lists every image
     drawn otherwise.
     """
-    from mnr.data import check_folder
+    from mnr import api
 
-    report = check_folder(folder, truth=truth, channels=channels, workers=workers)
+    report = api.check(folder, truth=truth, channels=channels, workers=workers)
     click.echo(report.format())
     if report.layout is not None and str(preview) not in ("", "."):
         from mnr.config import DEFAULT_INPUT_SIZE

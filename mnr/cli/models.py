@@ -213,23 +213,16 @@ def evaluate_cmd(
     device: str,
 ) -> None:
     """Score MODEL_URI on the labelled FOLDER: accuracy, top-3, macro-F1, semitone and octave errors."""
-    from mnr.predict import (
-        evaluate_folder,
-        format_evaluation,
-        labelled_images,
-        load_predictor,
-        log_evaluation,
-    )
+    from mnr import api
+    from mnr.predict import format_evaluation, labelled_images, log_evaluation
 
-    images = labelled_images(folder, truth=truth)
+    images = labelled_images(folder, truth=truth)  # bad data fails before the model loads
     if log_run:
         from mnr import tracking
 
         tracking.configure_tracking(check=True)  # fail before the work, not after it
-    predictor = load_predictor(model_uri, device=device, batch_size=batch_size, tta=tta)
-    evaluation = evaluate_folder(
-        predictor, images, model_uri=model_uri, output_dir=output_dir, workers=workers
-    )
+    model = api.load(model_uri, device=device, batch_size=batch_size, tta=tta)
+    evaluation = model.evaluate(images, output_dir=output_dir, workers=workers)
     if log_run:
         log_evaluation(evaluation, experiment=experiment)
     click.echo(format_evaluation(evaluation))

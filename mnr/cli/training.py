@@ -59,49 +59,20 @@ def train_cmd(
     --run-name (and -s keys such as train.early_stopping.patience) change it, and an option that
     would make it another experiment (--model, --data, --batch-size, --seed...) is refused.
     """
-    from mnr.config import given_settings, resolve_config, to_yaml
-    from mnr.distributed import distributed_session
-    from mnr.resume import load_resume
-    from mnr.training import run_training
+    from mnr import api
+    from mnr.config import to_yaml
 
     interrupts_as_keyboard()
-    named = {  # dotted key: (the option, its value; None when not given)
-        "model.module": ("--model-module", model_module),
-        "data.path": ("--data", data),
-        "train.epochs": ("--epochs", epochs),
-        "optim.lr": ("--lr", lr),
-        "train.batch_size": ("--batch-size", batch_size),
-        "train.seed": ("--seed", seed),
-        "tracking.experiment": ("--experiment", experiment),
-        "tracking.run_name": ("--run-name", run_name),
-        "tracking.register": ("--register", register),
-    }
-    options = {key: value for key, (_, value) in named.items()}
-    resumed = None
-    if resume is not None:
-        resumed = load_resume(
-            resume,
-            given=given_settings(
-                config=config_file, options={"model.name": model, **options}, overrides=overrides
-            ),
-            option_names={"model.name": "--model", **{k: flag for k, (flag, _) in named.items()}},
-        )
-        config = resumed.config
-        for key, (old, new) in resumed.changes.items():
-            click.echo(f"mnr: resuming run {resumed.run_id}: {key} {old} -> {new}", err=True)
-    else:
-        config = resolve_config(
-            model=model or (None if config_file else "baseline_cnn"),
-            config=config_file,
-            options=options,
-            overrides=overrides,
-        )
+    settings = dict(
+        model=model, config=config_file, model_module=model_module, data=data, epochs=epochs,
+        seed=seed, experiment=experiment, lr=lr, batch_size=batch_size, run_name=run_name,
+        register=register, resume=resume, overrides=overrides,
+    )  # fmt: skip
     if print_config:
-        click.echo(to_yaml(config), nl=False)
+        click.echo(to_yaml(api.train_config(**settings)[0]), nl=False)
         return
     try:
-        with distributed_session():
-            result = run_training(config, resume=resumed, progress=not quiet)
+        result = api.train(**settings, progress=not quiet)
     except KeyboardInterrupt:  # run_training has said how to resume, if there is anything to resume
         click.echo("mnr: interrupted", err=True)
         sys.exit(130)
@@ -156,23 +127,15 @@ def cv_cmd(model, config_file, model_module, data, epochs, seed, experiment, ove
     Re-running the same command continues it: finished folds are kept, a killed one resumes
     from its checkpoint, nothing is trained twice.
     """
-    from mnr.config import resolve_config
-    from mnr.crossval import cross_validate
+    from mnr import api
 
     interrupts_as_keyboard()
-    config = resolve_config(
-        model=model or (None if config_file else "baseline_cnn"),
-        config=config_file,
-        options={
-            "model.module": model_module, "data.path": data, "train.epochs": epochs, "train.seed": seed,
-            "tracking.experiment": experiment,
-        },
-        overrides=overrides,
-    )  # fmt: skip
     try:
-        result = cross_validate(
-            config, folds=folds, repeats=repeats, register=register, tta=tta, progress=not quiet
-        )
+        result = api.cv(
+            model=model, config=config_file, model_module=model_module, data=data, epochs=epochs,
+            seed=seed, experiment=experiment, overrides=overrides, folds=folds, repeats=repeats,
+            register=register, tta=tta, progress=not quiet,
+        )  # fmt: skip
     except KeyboardInterrupt:
         click.echo(
             "mnr: interrupted; finished folds are kept. Run the same command again to continue.",
@@ -295,41 +258,18 @@ def tune_cmd(
     The search space is the config's `search:` section, else learning rate (log 1e-4..0.1) and
     batch size (16, 32, 64, 128). Interrupting (Ctrl-C) keeps every finished trial.
     """
-    import optuna
-
-    from mnr.config import resolve_config
-    from mnr.tuning import format_summary, tune
+    from mnr import api
+    from mnr.tuning import format_summary
 
     interrupts_as_keyboard()
-    config = resolve_config(
-        model=model or (None if config_file else "baseline_cnn"),
-        config=config_file,
-        options={
-            "model.module": model_module,
-            "data.path": data,
-            "train.seed": seed,
-            "tracking.experiment": experiment,
-        },
-        overrides=overrides,
-    )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # mnr prints one line per trial instead
     try:
-        result = tune(
-            config,
-            trials=trials if trials is not None or timeout is not None else 30,
-            epochs=epochs,
-            timeout=timeout,
-            study_name=study_name,
-            storage=storage,
-            jobs=jobs,
-            folds=folds,
-            sampler=sampler,
-            pruner=pruner,
-            seed=config.train.seed,
-            register=register,
-            save_weights=save_weights,
+        result = api.tune(
+            model=model, config=config_file, model_module=model_module, data=data, epochs=epochs,
+            seed=seed, experiment=experiment, overrides=overrides, trials=trials,
+            timeout=timeout, study_name=study_name, storage=storage, jobs=jobs, folds=folds,
+            sampler=sampler, pruner=pruner, register=register, save_weights=save_weights,
             progress=not quiet,
-        )
+        )  # fmt: skip
     except KeyboardInterrupt:
         click.echo(
             "mnr: interrupted; finished trials are kept in the study, the running one is marked failed "
@@ -349,7 +289,10 @@ def tune_cmd(
         sys.exit(1)
     best = result.best_trial
     params = ", ".join(f"{k}={v}" for k, v in best.params.items())
-    click.echo(f"best: trial {best.number} {config.train.monitor}={best.value:.4f} ({params})")
+    monitor = api.experiment_config(
+        model=model, config=config_file, overrides=overrides
+    ).train.monitor
+    click.echo(f"best: trial {best.number} {monitor}={best.value:.4f} ({params})")
     if result.registered_run_id:
         click.echo(f"retrained and registered as {register!r}: run {result.registered_run_id}")
 

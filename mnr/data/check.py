@@ -6,6 +6,7 @@ Besides the truth file and every image's readability, it reports the figure layo
 
 from __future__ import annotations
 
+import html
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from mnr.data.folder import ImageSet, Problem, scan_folder
 from mnr.data.images import ImageInfo, load_png
 from mnr.data.layout import Channels, FigureLayout
 from mnr.data.parallel import map_images
+from mnr.display import result_repr
 from mnr.errors import MnrError
 from mnr.labels import label_octave, label_to_name
 
@@ -40,6 +42,16 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def __repr__(self) -> str:
+        return result_repr(
+            "CheckReport",
+            {"root": self.image_set.root, "images": len(self.image_set), "ok": self.ok,
+             "errors": len(self.errors), "problems": len(self.problems)},
+        )  # fmt: skip
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.format())}</pre>"
 
     def label_counts(self) -> Counter:
         return Counter(self.image_set.labels or [])

@@ -37,6 +37,7 @@ __all__ = [
     "fluent_run",
     "get_run",
     "git_commit",
+    "run_url",
     "set_run_status",
     "set_tags",
     "tracked_run",
@@ -196,6 +197,19 @@ def get_run(run_id: str) -> Any | None:
     except MlflowException:
         return None
     return None if run.info.lifecycle_stage == "deleted" else run
+
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
+
+
+def run_url(run_id: str) -> str:
+    """The run's page in the MLflow UI: on the tracking server when there is one, else where
+    `mlflow ui --backend-store-uri STORE` serves the local store by default."""
+    uri = tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    run = get_run(run_id)
+    experiment = run.info.experiment_id if run is not None else "0"
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}"
 
 
 def find_runs(*, experiment: str, tags: dict[str, str], max_results: int = 100) -> list[Any]:

@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial
 from mnr import tracking
 from mnr.config import DEFAULT_TUNE_EPOCHS, ExperimentConfig
 from mnr.data import TrainingData
+from mnr.display import result_html, result_repr
 from mnr.errors import MnrError
 from mnr.monitor import Monitor
 from mnr.training import TrainResult, load_data, run_training
@@ -66,6 +67,23 @@ class TuneResult:
             counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
         return counts
 
+    def _rows(self) -> dict[str, Any]:
+        best = self.best_trial
+        return {
+            "study": self.study_name,
+            "trials": ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.counts.items())),
+            "best trial": None if best is None else best.number,
+            "best value": None if best is None else best.value,
+            "best params": None if best is None else best.params,
+            "registered run": self.registered_run_id,
+        }
+
+    def __repr__(self) -> str:
+        return result_repr("TuneResult", self._rows())
+
+    def _repr_html_(self) -> str:
+        return result_html("mnr.tune", self._rows(), run_id=self.parent_run_id)
+
 
 def tune(
     config: ExperimentConfig,
@@ -93,8 +111,9 @@ def tune(
     checkpoints and logs its model (off: trials write no weights).
 
     `jobs` runs the trials in that many worker processes (`mnr.tuning.workers`; 1: in this
-    process; None: `default_jobs()`, what `mnr tune` uses). `folds` (2 or more) judges each trial by cross-validation over
-    that many folds (`mnr.tuning.folds`); a study keeps the fold count it was created with.
+    process; None: `default_jobs()`, what `mnr tune` uses). `folds` (2 or more) judges each
+    trial by cross-validation over that many folds (`mnr.tuning.folds`); a study keeps the fold
+    count it was created with.
     """
     jobs = default_jobs() if jobs is None else jobs
     _check_limits(trials=trials, timeout=timeout, jobs=jobs)
