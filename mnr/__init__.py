@@ -14,8 +14,18 @@ From Python (a notebook, a script), the commands are functions (`mnr.api`)::
 
 from __future__ import annotations
 
-from mnr.api import LoadedModel, check, cv, load, train, tune
+from mnr.api import LoadedModel, check, cv, load, lr_find, train, tune
 from mnr.errors import MnrError
 
 __version__ = "0.1.0"
-__all__ = ["LoadedModel", "MnrError", "__version__", "check", "cv", "load", "train", "tune"]
+__all__ = [
+    "LoadedModel",
+    "MnrError",
+    "__version__",
+    "check",
+    "cv",
+    "load",
+    "lr_find",
+    "train",
+    "tune",
+]

@@ -1,7 +1,8 @@
-"""mnr from Python: `train`, `tune`, `cv`, `load` and `check`, the functions behind the commands.
+"""mnr from Python: `train`, `tune`, `cv`, `lr_find`, `load` and `check`, the functions behind
+the commands.
 
-`mnr train`, `mnr tune`, `mnr cv`, `mnr data check` and `mnr evaluate` parse their options and
-call these, so a notebook and a shell run the same code. Keyword arguments carry the command
+`mnr train`, `mnr tune`, `mnr cv`, `mnr lr-find`, `mnr data check` and `mnr evaluate` parse their
+options and call these, so a notebook and a shell run the same code. Keyword arguments carry the command
 line's names (`--batch-size` is `batch_size=`) and the same precedence: the experiment YAML
 (`config=`, else the model's shipped one) < the keyword arguments < `overrides`, a mapping of
 dotted config keys to values (`-s key=value` on the command line).
@@ -32,12 +33,14 @@ from mnr.display import result_repr
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
     from mnr.config import ExperimentConfig, Overrides
     from mnr.crossval_report import CvResult
     from mnr.data import ImageSet
     from mnr.data.check import CheckReport
     from mnr.engine import Callback
+    from mnr.lr_range import LrFindResult
     from mnr.predict import Evaluation, FolderPredictions, Predictor
     from mnr.resume import Resume
     from mnr.training import TrainResult
@@ -49,6 +52,7 @@ __all__ = [
     "cv",
     "experiment_config",
     "load",
+    "lr_find",
     "train",
     "train_config",
     "tune",
@@ -286,6 +290,42 @@ def cv(
         )
 
 
+def lr_find(
+    *,
+    model: str | None = None,
+    config: str | os.PathLike | None = None,
+    model_module: str | None = None,
+    data: str | os.PathLike | None = None,
+    seed: int | None = None,
+    experiment: str | None = None,
+    batch_size: int | None = None,
+    overrides: Overrides | None = None,
+    steps: int = 200,
+    start_lr: float = 1e-6,
+    end_lr: float = 1.0,
+    progress: bool = True,
+) -> LrFindResult:
+    """A learning-rate range test as `mnr lr-find` runs it (`mnr.lr_range`): the loss over
+    `steps` mini-batches while the lr grows from `start_lr` to `end_lr`, logged to one MLflow
+    run. Returns the `LrFindResult`: `.suggestion`, `.lrs`, `.losses`, `.plot()`."""
+    resolved = experiment_config(
+        model=model,
+        config=config,
+        options={
+            "model.module": model_module,
+            "data.path": None if data is None else str(data),
+            "train.batch_size": batch_size,
+            "train.seed": seed,
+            "tracking.experiment": experiment,
+        },
+        overrides=overrides,
+    )
+    with _quiet():
+        from mnr.lr_range import lr_find as sweep
+
+        return sweep(resolved, start_lr=start_lr, end_lr=end_lr, steps=steps, progress=progress)
+
+
 def check(
     folder: str | os.PathLike,
     *,
@@ -373,6 +413,25 @@ class LoadedModel:
                 self.predictor, images, model_uri=self.model_uri, output_dir=output_dir,
                 workers=workers, progress=progress,
             )  # fmt: skip
+
+    def top_losses(
+        self,
+        folder: str | os.PathLike | ImageSet,
+        truth: str | os.PathLike | None = None,
+        *,
+        n: int = 16,
+        path: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> Figure:
+        """The `n` images of the labelled `folder` this model gets most confidently wrong (true
+        and predicted note, probability, the plot as the model read it); a figure that says so
+        when it makes no mistake. Saved to `path` when given."""
+        with _quiet():
+            from mnr.predict import plot_folder_top_losses
+
+            return plot_folder_top_losses(
+                self.predictor, folder, truth=truth, n=n, path=path, progress=progress
+            )
 
 
 def load(

@@ -67,6 +67,7 @@ class LrFindResult:
     run_id: str | None = None
     seconds: float = 0.0
     caveats: list[str] = dataclasses.field(default_factory=list)  # see `caveats`
+    model_name: str = ""  # the architecture swept, for the `mnr train --model` hint
 
     def to_csv(self) -> str:
         """`step,lr,loss` lines, the data behind the picture."""
@@ -311,6 +312,7 @@ def _run(
         run_id=run_id,
         seconds=time.perf_counter() - started,
         caveats=caveats(lrs, losses),
+        model_name=config.model.name,
     )
     for text in result.caveats:
         note(f"lr-find: {text}")

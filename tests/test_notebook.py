@@ -21,7 +21,7 @@ from mnr.data.builtin import _VERSION_FILE, GENERATOR_VERSION
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "examples" / "quickstart.ipynb"
-SMALL = 'MODEL = "baseline_cnn"\nDATA = None\nEPOCHS = 2\nTRIALS = 2\nREGISTERED = "piano-test"\n'
+SMALL = 'MODEL = "baseline_cnn"\nDATA = None\nEPOCHS = 2\nTRIALS = 2\nLR_STEPS = 20\nREGISTERED = "piano-test"\n'
 # what may not show in a cell's output: a library's warning or log line
 NOISE = ("Warning", "INFO", "mlflow.", "optuna.", "Traceback")
 

@@ -48,31 +48,22 @@ def lr_find_cmd(
     one MLflow run tagged mnr.role=lr-find. The suggestion is where the smoothed loss falls
     fastest. A sweep counts steps, not epochs: --epochs is refused.
     """
-    from mnr.config import resolve_config
-    from mnr.lr_range import lr_find
+    from mnr import api
 
     if epochs is not None:
         raise click.UsageError("--epochs does not apply: the sweep runs --steps mini-batches")
     interrupts_as_keyboard()
-    config = resolve_config(
-        model=model or (None if config_file else "baseline_cnn"),
-        config=config_file,
-        options={
-            "model.module": model_module,
-            "data.path": data,
-            "train.batch_size": batch_size,
-            "train.seed": seed,
-            "tracking.experiment": experiment,
-        },
-        overrides=overrides,
-    )
     try:
-        result = lr_find(config, start_lr=start_lr, end_lr=end_lr, steps=steps, progress=not quiet)
+        result = api.lr_find(
+            model=model, config=config_file, model_module=model_module, data=data, seed=seed,
+            experiment=experiment, batch_size=batch_size, overrides=overrides, steps=steps,
+            start_lr=start_lr, end_lr=end_lr, progress=not quiet,
+        )  # fmt: skip
     except KeyboardInterrupt:
         click.echo("mnr: interrupted", err=True)
         sys.exit(130)
     click.echo(
         f"run {result.run_id}: suggested lr {result.suggestion:.3g} "
         f"({len(result.lrs)} steps, {result.seconds:.0f} s); "
-        f"try: mnr train --model {config.model.name} --lr {result.suggestion:.3g}"
+        f"try: mnr train --model {result.model_name} --lr {result.suggestion:.3g}"
     )
