@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 
 from mnr import settings
 from mnr.errors import MnrError
+from mnr.files import atomic_write
 
 __all__ = ["KNOWN", "ColormapFit", "ReadBack", "fit", "lut", "orient", "read_back"]
 
@@ -182,11 +181,8 @@ def _build(name: str) -> tuple[np.ndarray, np.ndarray]:
 def _store(path: Path, tables: tuple[np.ndarray, np.ndarray]) -> None:
     """Write the tables atomically; a cache that cannot be written only costs a rebuild."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_write(path) as fh:
             np.savez(fh, index=tables[0], distance=tables[1])
-        os.replace(tmp, path)
     except OSError:
         pass
 

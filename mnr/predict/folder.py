@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,6 +25,7 @@ from mnr.data.folder import ImageSet, Problem, scan_folder
 from mnr.data.images import decode_png
 from mnr.data.parallel import ImageMap
 from mnr.errors import MnrError
+from mnr.files import atomic_write
 from mnr.predict.predictor import Predictor, predictor_from_files, top_labels
 
 __all__ = [
@@ -245,12 +245,7 @@ def write_predictions(
             for what in ("label", "note", "probability")
         ]
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
-    except OSError as exc:
-        raise MnrError(f"cannot write {output}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
+        with atomic_write(output, "w", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(header)
             for name, probabilities, top in zip(
@@ -266,10 +261,8 @@ def write_predictions(
                             f"{probabilities[label]:.6f}",
                         ]
                 writer.writerow([shown, int(top[0]), *cells])
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise MnrError(f"cannot write {output}: {exc.strerror or exc}") from None
     return output
 
 
