@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from mnr.cli.base import blank_is_none, config_options, convert, interrupts_as_keyboard, main
+from mnr.cli.base import blank_is_none, config_options, convert, main, sigterm_as_ctrl_c
 from mnr.config import DEFAULT_TUNE_EPOCHS
 
 
@@ -64,7 +64,7 @@ def train_cmd(
     from mnr.resume import load_resume
     from mnr.training import run_training
 
-    interrupts_as_keyboard()
+    sigterm_as_ctrl_c()
     named = {  # dotted key: (the option, its value; None when not given)
         "model.module": ("--model-module", model_module),
         "data.path": ("--data", data),
@@ -159,7 +159,7 @@ def cv_cmd(model, config_file, model_module, data, epochs, seed, experiment, ove
     from mnr.config import resolve_config
     from mnr.crossval import cross_validate
 
-    interrupts_as_keyboard()
+    sigterm_as_ctrl_c()
     config = resolve_config(
         model=model or (None if config_file else "baseline_cnn"),
         config=config_file,
@@ -290,7 +290,7 @@ def tune_cmd(
     from mnr.config import resolve_config
     from mnr.tuning import format_summary, tune
 
-    interrupts_as_keyboard()
+    sigterm_as_ctrl_c()
     config = resolve_config(
         model=model or (None if config_file else "baseline_cnn"),
         config=config_file,

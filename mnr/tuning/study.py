@@ -9,12 +9,12 @@ FAILED on an error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
@@ -24,6 +24,7 @@ from mnr import tracking
 from mnr.config import DEFAULT_TUNE_EPOCHS, ExperimentConfig
 from mnr.data import TrainingData
 from mnr.errors import MnrError
+from mnr.interrupts import interrupts_as_keyboard
 from mnr.monitor import Monitor
 from mnr.training import TrainResult, load_data, run_training
 from mnr.tuning.objective import Objective
@@ -226,9 +227,8 @@ def _run_study(
     """
     parent = objective.parent
     shown = TrialProgress(total=trials) if progress else None
-    previous = _install_interrupts(objective.stop)
     registered: str | None = None
-    try:
+    with _install_interrupts(objective.stop):
         study.optimize(
             objective,
             n_trials=trials,
@@ -243,9 +243,6 @@ def _run_study(
         log_study(study, parent, best=best, monitor=objective.config.train.monitor)
         if register is not None:
             registered = _register_best(objective, best, register=register, progress=progress)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     return best, registered
 
 
@@ -302,16 +299,6 @@ def _retrain_best(
     )
 
 
-def _install_interrupts(stop: threading.Event) -> dict[int, Any]:
+def _install_interrupts(stop: threading.Event) -> contextlib.AbstractContextManager[None]:
     """Ctrl-C and SIGTERM set `stop` (worker threads end at their next epoch) and interrupt."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, handler)
-    return previous
+    return interrupts_as_keyboard((signal.SIGINT, signal.SIGTERM), on_signal=stop.set)
