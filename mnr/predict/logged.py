@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mnr.errors import MnrError
+from mnr.labels import top_k_columns
 
 __all__ = [
     "DEFAULT_TOP_K",
@@ -137,12 +138,8 @@ def predictor_signature(top_k: int = DEFAULT_TOP_K, *, tta: int = 1) -> Any:
         ColSpec(DataType.string, "note"),
         ColSpec(DataType.double, "probability"),
     ]
-    for rank in range(1, top_k + 1):
-        outputs += [
-            ColSpec(DataType.long, f"top{rank}_label"),
-            ColSpec(DataType.string, f"top{rank}_note"),
-            ColSpec(DataType.double, f"top{rank}_probability"),
-        ]
+    types = {"label": DataType.long, "note": DataType.string, "probability": DataType.double}
+    outputs += [ColSpec(types[name.rsplit("_", 1)[1]], name) for name in top_k_columns(top_k)]
     return ModelSignature(
         inputs=Schema([ColSpec(DataType.string, "image")]),
         outputs=Schema(outputs),
