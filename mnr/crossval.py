@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from mnr import metrics as pitch_metrics
 from mnr import tracking
 from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig, to_dict
+from mnr.console import say
 from mnr.crossval_report import CvResult, FoldRun, log_cv, log_ensemble, oof_table
 from mnr.data import TrainingData
 from mnr.data.split import kfold_indices
@@ -152,9 +154,9 @@ def _run_fold(
         else None
     )
     if progress:
-        print(
+        say(
             f"mnr cv: {fold_config.tracking.run_name}" + (" (resumed)" if resume else ""),
-            flush=True,
+            stream=sys.stdout,
         )
     result: TrainResult = run_training(
         fold_config,

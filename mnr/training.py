@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from mnr import settings, tracking
 from mnr.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, StopAtTarget
 from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig
+from mnr.console import note
 from mnr.data import TrainingData, load_training_data
 from mnr.data.layout import FigureLayout
 from mnr.data.manifest import instrument_metrics, instrument_table
@@ -295,10 +295,7 @@ def run_training(
                 raise
     except KeyboardInterrupt:
         if track and save_checkpoints:  # trials keep no checkpoints, so they have nothing to resume
-            print(
-                f"mnr: run {run_id} marked KILLED; resume with: mnr train --resume {run_id}",
-                file=sys.stderr,
-            )
+            note(f"run {run_id} marked KILLED; resume with: mnr train --resume {run_id}")
         raise
 
 

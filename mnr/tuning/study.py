@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
-import sys
 import threading
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from optuna.trial import FrozenTrial
 
 from mnr import tracking
 from mnr.config import DEFAULT_TUNE_EPOCHS, ExperimentConfig
+from mnr.console import say
 from mnr.data import TrainingData
 from mnr.errors import MnrError
 from mnr.interrupts import interrupts_as_keyboard
@@ -281,10 +281,8 @@ def _retrain_best(
     cfg = trial_config(config, dict(best.params), run_name=f"{study_name}-best", log_model=True)
     cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, register=register))
     if progress:
-        print(
-            f"retraining trial {best.number}'s config for {cfg.train.epochs} epochs; registering as {register!r}",
-            file=sys.stderr,
-            flush=True,
+        say(
+            f"retraining trial {best.number}'s config for {cfg.train.epochs} epochs; registering as {register!r}"
         )
     return run_training(
         cfg,
