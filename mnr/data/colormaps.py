@@ -35,7 +35,7 @@ from mnr import settings
 from mnr.errors import MnrError
 from mnr.files import atomic_write
 
-__all__ = ["KNOWN", "ColormapFit", "ReadBack", "fit", "lut", "orient", "read_back"]
+__all__ = ["KNOWN", "ColormapFit", "ReadBack", "fit", "lut", "orient"]
 
 # Perceptual maps first (librosa's default magma, matplotlib's default viridis), then the rest.
 KNOWN = ("magma", "inferno", "plasma", "viridis", "cividis", "gray", "Greys", "jet", "turbo")
@@ -185,8 +185,3 @@ def _store(path: Path, tables: tuple[np.ndarray, np.ndarray]) -> None:
             np.savez(fh, index=tables[0], distance=tables[1])
     except OSError:
         pass
-
-
-def read_back(rgb: np.ndarray, name: str) -> np.ndarray:
-    """H x W x 3 uint8 pixels drawn with colormap `name` -> H x W uint8 values."""
-    return ReadBack(name).values(rgb)

@@ -57,7 +57,7 @@ class PredictorFiles:
 
 def find_predictor(run_id: str) -> Any:
     """The pyfunc predictor that run `run_id` logged (the newest, if several): the `LoggedModel`
-    tagged `mnr.kind=predictor` (or, from an mnr before that tag, named ``predictor``)."""
+    tagged `mnr.kind=predictor`."""
     from mnr.tracking.models import find_logged_model
 
     return find_logged_model(run_id, PREDICTOR)
@@ -118,11 +118,10 @@ def predictor_files(model_uri: str) -> PredictorFiles:
 
 
 def member_checkpoints(artifacts: Mapping[str, Any]) -> list[Any]:
-    """A predictor's checkpoint artifacts in member order: ``checkpoint_0``, ``checkpoint_1``, ...
-    (``checkpoint`` alone, from predictors logged before ensembles, comes first)."""
+    """A predictor's checkpoint artifacts in member order: ``checkpoint_0``, ``checkpoint_1``, ..."""
     members = sorted(
-        (key for key in artifacts if key.startswith("checkpoint")),
-        key=lambda key: int(key.rpartition("_")[2] or 0) if key != "checkpoint" else 0,
+        (key for key in artifacts if key.startswith("checkpoint_")),
+        key=lambda key: int(key.rpartition("_")[2]),
     )
     return [artifacts[key] for key in members]
 

@@ -187,7 +187,7 @@ class Predictor:
 
     @property
     def layout(self) -> FigureLayout | None:
-        """How the models read an image (None: the whole image as RGB, a model from before layouts)."""
+        """How the models read an image (None: the whole image as RGB)."""
         return self.input_config.layout
 
     @property
