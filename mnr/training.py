@@ -33,7 +33,7 @@ from mnr.data.manifest import instrument_metrics, instrument_table
 from mnr.engine import Callback, evaluate, fit, resolve_device, seed_everything
 from mnr.errors import MnrError
 from mnr.models import create_model, import_model_module, is_model, takes_in_chans
-from mnr.monitor import Monitor
+from mnr.monitor import Monitor, best_name
 from mnr.resume import Resume
 
 __all__ = [
@@ -175,7 +175,7 @@ def _final_evaluation(
         preds = probs.argmax(1)
         summary = pitch_metrics.evaluate_predictions(labels, preds, probs)
         # the best weights' scores: best/val_... (one point beside the val/ curves), test/...
-        prefix = "best/val_" if name == "val" else f"{name}/"
+        prefix = best_name("val/") if name == "val" else f"{name}/"
         results.update({f"{prefix}{key}": value for key, value in summary.items()})
         if name == "test" and data.test_files is not None:
             table = instrument_table(data.paths.manifest, "test", data.test_files, labels, preds)

@@ -18,7 +18,7 @@ from mnr.config import ExperimentConfig
 from mnr.data import TrainingData
 from mnr.engine import DivergedError
 from mnr.errors import MnrError
-from mnr.monitor import Monitor
+from mnr.monitor import Monitor, best_name
 from mnr.training import TrainResult, run_training
 from mnr.tuning.pruning import PruningCallback
 from mnr.tuning.runs import (
@@ -33,7 +33,7 @@ from mnr.tuning.runs import (
 )
 from mnr.tuning.space import SearchParam, trial_config
 
-__all__ = ["Objective", "best_metric", "trial_name"]
+__all__ = ["Objective", "trial_name"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Objective:
         if result.run_id is not None:
             tracking.set_tags(result.run_id, {STATE_TAG: "COMPLETE"})
             tracking.log_metrics(
-                result.run_id, {best_metric(monitor.metric): value}, step=len(result.history)
+                result.run_id, {best_name(monitor.metric): value}, step=len(result.history)
             )
         return value
 
@@ -155,12 +155,6 @@ def trial_name(number: int, params: dict[str, Any]) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def best_metric(monitor: str) -> str:
-    """The name a trial's best monitored value is logged under: `val/acc` -> `val/best_acc`."""
-    prefix, _, name = monitor.rpartition("/")
-    return f"{prefix}/best_{name}" if prefix else f"best_{name}"
 
 
 def _best_of(history: list[dict[str, float]], monitor: Monitor) -> float:
