@@ -271,7 +271,7 @@ def shoot_tune(page, network: Network, base: str, content: Content, out: Path) -
     # every trial, so that the trials' names fit.
     page.get_by_role("button", name="Columns").click()
     selector = page.get_by_role("dialog")
-    for column in ("Dataset", "Source", "val/best_acc", "optim.lr", "train.batch_size"):
+    for column in ("Dataset", "Source", "best/val_acc", "optim.lr", "train.batch_size"):
         selector.get_by_placeholder("Search columns").fill(column)
         # The whole title, not a highlighted part of one ("optim.lr" is also in "best.optim.lr").
         title = re.compile(f"^{re.escape(column)}$")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mnr.checkpoint import save_checkpoint
-from mnr.console import is_live
+from mnr.console import is_live, say
 from mnr.engine import Callback, FitContext
 from mnr.errors import MnrError
 from mnr.monitor import Monitor
@@ -196,8 +196,8 @@ class ProgressBar(Callback):
         elapsed = time.perf_counter() - self._started
         values = "  ".join(f"{name} {value:.4f}" for name, value in shown.items())
         seconds = metrics.get("train/epoch_seconds", 0.0)
-        print(f"{self.desc}: epoch {ctx.epoch}/{total}  {values}  ({seconds:.1f} s, {elapsed:.0f} s so far)",
-              file=self._out(), flush=True)  # fmt: skip
+        say(f"{self.desc}: epoch {ctx.epoch}/{total}  {values}  ({seconds:.1f} s, {elapsed:.0f} s so far)",
+            stream=self._out())  # fmt: skip
 
     def on_fit_end(self, ctx: FitContext, status: str) -> None:
         if self._bar is not None:

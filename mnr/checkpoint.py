@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from mnr.errors import MnrError
+from mnr.files import atomic_write
 
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "model_state", "save_checkpoint", "weights_only"]
 
@@ -59,15 +59,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     # in memory: torch turns a failed file write into a vague RuntimeError
     torch.save(state, buffer)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(buffer.getbuffer())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as fh:
+            fh.write(buffer.getbuffer())
     except OSError as exc:
         raise MnrError(
             f"cannot write checkpoint {path}: {exc.strerror or exc}. Free disk space or point "

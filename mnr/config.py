@@ -35,6 +35,7 @@ __all__ = [
     "TrackingConfig",
     "TrainConfig",
     "apply_overrides",
+    "check_config",
     "coerce",
     "experiment_path",
     "experiments_dir",
@@ -447,12 +448,25 @@ def resolve_config(
         options={"model.name": model, **(options or {})},
         overrides=overrides,
     )
-    resolved = from_dict(ExperimentConfig, data)
-    if len(resolved.data.input_size) != 2 or min(resolved.data.input_size) < 8:
+    return check_config(from_dict(ExperimentConfig, data))
+
+
+def check_config(config: ExperimentConfig) -> ExperimentConfig:
+    """Refuse settings that each type-check but cannot work (together); return `config`.
+
+    Called where a config is resolved (`resolve_config`) and where a resumed run's is rebuilt.
+    """
+    if len(config.data.input_size) != 2 or min(config.data.input_size) < 8:
         raise MnrError(
-            f"data.input_size: expected [height, width] of at least 8, got {resolved.data.input_size}"
+            f"data.input_size: expected [height, width] of at least 8, got {config.data.input_size}"
         )
-    return resolved
+    if config.tracking.register and not config.tracking.log_model:
+        raise MnrError(
+            f"--register {config.tracking.register!r} (tracking.register) needs the model logged, "
+            "but tracking.log_model is false; leave out -s tracking.log_model=false to register "
+            "the model, or leave out --register"
+        )
+    return config
 
 
 def _given_data(

@@ -33,6 +33,7 @@ __all__ = [
     "libraries_quiet",
     "note",
     "progress",
+    "say",
 ]
 
 _LIBRARY_LOGGERS = ("mlflow", "alembic", "optuna", "urllib3", "matplotlib", "PIL")
@@ -125,9 +126,20 @@ def note(message: str) -> None:
     path and a code line (see the module docstring). A problem the user must fix is an
     `MnrError`, not a note.
     """
+    say(f"mnr: {message}")
+
+
+def say(line: str, *, stream: TextIO | None = None) -> None:
+    """Write `line` as it is on `stream` (stderr by default), above any progress bar, flushed.
+
+    The one way mnr's library code writes to the console: progress lines (an epoch, a trial, a
+    fold) and notes (`note`). Commands print their results with `click.echo`.
+    """
     from tqdm import tqdm
 
-    tqdm.write(f"mnr: {message}", file=sys.stderr)
+    stream = stream or sys.stderr
+    tqdm.write(line, file=stream)
+    stream.flush()
 
 
 def is_live(stream: TextIO | None = None) -> bool:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,12 @@ from mnr import metrics as pitch_metrics
 from mnr import tracking
 from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig, to_dict
+from mnr.console import say
 from mnr.crossval_report import CvResult, FoldRun, log_cv, log_ensemble, oof_table
 from mnr.data import TrainingData
 from mnr.data.split import kfold_indices
 from mnr.errors import MnrError
+from mnr.monitor import best_name
 from mnr.resume import load_resume
 from mnr.training import TrainResult, check_model, load_data, run_training
 
@@ -140,7 +143,7 @@ def _run_fold(
         stored = _load_oof(earlier[0].info.run_id)
         if stored is not None:
             run = earlier[0]
-            metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("best/val_")}
+            metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(best_name("val/"))}
             return FoldRun(
                 repeat, fold, run.info.run_id, stored[0], stored[1], metrics, reused=True
             )
@@ -152,9 +155,9 @@ def _run_fold(
         else None
     )
     if progress:
-        print(
+        say(
             f"mnr cv: {fold_config.tracking.run_name}" + (" (resumed)" if resume else ""),
-            flush=True,
+            stream=sys.stdout,
         )
     result: TrainResult = run_training(
         fold_config,
@@ -174,7 +177,7 @@ def _run_fold(
         result.model, fold_data.val_images, batch_size=config.train.eval_batch_size
     )
     _log_oof(result.run_id, val_idx, probabilities)
-    metrics = {k: v for k, v in result.final_metrics.items() if k.startswith("best/val_")}
+    metrics = {k: v for k, v in result.final_metrics.items() if k.startswith(best_name("val/"))}
     return FoldRun(repeat, fold, result.run_id, val_idx, probabilities, metrics)
 
 
@@ -194,7 +197,8 @@ def _summary(
     repeats, their spread over repeats."""
     summary: dict[str, float] = {}
     for name in FOLD_METRICS:
-        values = [f.metrics[f"best/val_{name}"] for f in folds if f"best/val_{name}" in f.metrics]
+        best = best_name(f"val/{name}")
+        values = [f.metrics[best] for f in folds if best in f.metrics]
         if values:
             summary[f"cv/{name}_mean"] = float(np.mean(values))
             summary[f"cv/{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

@@ -70,31 +70,20 @@ def oof_table(
 ) -> str:
     """The out-of-fold predictions as CSV: one row per training image, with its true and
     predicted key (labels and note names), the predicted key's probability and the top `top_k`."""
-    import csv
-    import io
+    from mnr.labels import label_to_name, top_k_columns, top_k_table
 
-    from mnr.labels import label_to_name
-
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    table = top_k_table(probabilities, top_k, decimals=6)
+    columns = top_k_columns(top_k)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["filename", "label", "note", "predicted", "predicted_note", "probability"]
-    header += [
-        f"top{r + 1}_{what}" for r in range(top_k) for what in ("label", "note", "probability")
-    ]
-    writer.writerow(header)
-    for name, label, probs, top in zip(filenames, labels, probabilities, order, strict=True):
-        row = [
-            name,
-            int(label),
-            label_to_name(int(label)),
-            int(top[0]),
-            label_to_name(int(top[0])),
-            f"{probs[top[0]]:.6f}",
-        ]
-        for index in top:
-            row += [int(index), label_to_name(int(index)), f"{probs[index]:.6f}"]
-        writer.writerow(row)
+    writer.writerow(header + columns)
+    for row, (name, label) in enumerate(zip(filenames, labels, strict=True)):
+        predicted = [
+            table[column][row] for column in columns[:3]
+        ]  # top1's label, note, probability
+        cells = [table[column][row] for column in columns]
+        writer.writerow([name, int(label), label_to_name(int(label)), *predicted, *cells])
     return buffer.getvalue()
 
 

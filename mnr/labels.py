@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
+
+import numpy as np
 
 from mnr.errors import MnrError
 
@@ -26,6 +29,9 @@ __all__ = [
     "frequency_to_midi",
     "label_octave",
     "octave_labels",
+    "top_k_columns",
+    "top_k_table",
+    "top_labels",
 ]
 
 NUM_KEYS = 88  # keys on a piano: A0..C8
@@ -111,3 +117,49 @@ def octave_labels() -> dict[int, list[int]]:
     for label in range(NUM_KEYS):
         groups.setdefault(label_octave(label), []).append(label)
     return groups
+
+
+# ------------------------------------------------------------------------ the top-k answer table
+TOP_K_FIELDS = ("label", "note", "probability")  # per rank, in this order: topR_label, ...
+
+
+def top_k_columns(top_k: int) -> list[str]:
+    """``top1_label, top1_note, top1_probability, ..., topK_probability``: the flat top-k
+    columns of every answer table (served JSON, DataFrame, predictions CSV, out-of-fold CSV)."""
+    return [f"top{rank}_{field}" for rank in range(1, top_k + 1) for field in TOP_K_FIELDS]
+
+
+def top_labels(probabilities: np.ndarray, top_k: Any) -> np.ndarray:
+    """N x top_k labels, most probable first (ties: the lower label), for N x classes
+    probabilities; a top_k outside 1..classes is an `MnrError`."""
+    num_classes = probabilities.shape[1]
+    try:
+        value = int(top_k)
+    except (TypeError, ValueError):
+        raise MnrError(f"top_k must be an integer, got {top_k!r}") from None
+    if not 1 <= value <= num_classes:
+        raise MnrError(f"top_k must be between 1 and {num_classes}, got {value}")
+    return np.argsort(-probabilities, axis=1, kind="stable")[:, :value]
+
+
+def top_k_table(
+    probabilities: np.ndarray, top_k: Any, *, decimals: int | None = None
+) -> dict[str, Any]:
+    """The top-k columns (`top_k_columns`, in order) for N x classes probabilities: labels as
+    int64, note names, probabilities as float64, or as text with `decimals` places (CSV files).
+
+    >>> top_k_table(np.array([[0.1, 0.7, 0.2] + [0.0] * 85]), 2)["top2_note"]
+    ['B0']
+    """
+    order = top_labels(probabilities, top_k)
+    chosen = np.take_along_axis(probabilities, order, axis=1).astype(np.float64)
+    table: dict[str, Any] = {}
+    for rank in range(order.shape[1]):
+        labels = order[:, rank].astype(np.int64)
+        table[f"top{rank + 1}_label"] = labels
+        table[f"top{rank + 1}_note"] = [label_to_name(int(v)) for v in labels]
+        values = chosen[:, rank]
+        table[f"top{rank + 1}_probability"] = (
+            values if decimals is None else [f"{v:.{decimals}f}" for v in values]
+        )
+    return table

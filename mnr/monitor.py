@@ -12,7 +12,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Monitor"]
+__all__ = ["Monitor", "best_name"]
+
+BEST = "best/"  # the prefix of a metric's value at the best weights (or a trial's best epoch)
+
+
+def best_name(metric: str) -> str:
+    """The one name of `metric`'s best value: ``best/`` + the metric with its ``/`` as ``_``.
+
+    Per-epoch curves are ``val/...``; the best weights' evaluation and a tune trial's best
+    monitored value are ``best/val_...``, one point beside the curve they summarise.
+
+    >>> best_name("val/acc"), best_name("val/accuracy"), best_name("val/loss")
+    ('best/val_acc', 'best/val_accuracy', 'best/val_loss')
+    """
+    return BEST + metric.replace("/", "_")
 
 
 @dataclass(frozen=True)

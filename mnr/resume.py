@@ -18,7 +18,7 @@ from typing import Any
 
 from mnr import settings, tracking
 from mnr.checkpoint import load_checkpoint
-from mnr.config import ExperimentConfig, from_dict, get_dotted, set_dotted, to_dict
+from mnr.config import ExperimentConfig, check_config, from_dict, get_dotted, set_dotted, to_dict
 from mnr.errors import MnrError
 
 __all__ = ["CHANGEABLE", "Resume", "load_resume", "resume_config"]
@@ -116,7 +116,7 @@ def resume_config(
             f"{option_names.get('train.epochs', '-s train.epochs')} {changes['train.epochs'][1]}: "
             f"run {run} has already trained {epochs_done} epochs; give more to train it longer"
         )
-    return from_dict(ExperimentConfig, data), changes
+    return check_config(from_dict(ExperimentConfig, data)), changes
 
 
 def _same(key: str, old: Any, new: Any) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from mnr import settings, tracking
 from mnr.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, StopAtTarget
 from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig
+from mnr.console import note
 from mnr.data import TrainingData, load_training_data
 from mnr.data.layout import FigureLayout
 from mnr.data.manifest import instrument_metrics, instrument_table
@@ -34,7 +34,7 @@ from mnr.display import result_html, result_repr
 from mnr.engine import Callback, evaluate, fit, resolve_device, seed_everything
 from mnr.errors import MnrError
 from mnr.models import create_model, import_model_module, is_model, takes_in_chans
-from mnr.monitor import Monitor
+from mnr.monitor import Monitor, best_name
 from mnr.resume import Resume
 from mnr.top_losses import plot_top_losses
 
@@ -194,7 +194,7 @@ def _final_evaluation(
         preds = probs.argmax(1)
         summary = pitch_metrics.evaluate_predictions(labels, preds, probs)
         # the best weights' scores: best/val_... (one point beside the val/ curves), test/...
-        prefix = "best/val_" if name == "val" else f"{name}/"
+        prefix = best_name("val/") if name == "val" else f"{name}/"
         results.update({f"{prefix}{key}": value for key, value in summary.items()})
         if name == "test" and data.test_files is not None:
             table = instrument_table(data.paths.manifest, "test", data.test_files, labels, preds)
@@ -319,10 +319,7 @@ def run_training(
                 raise
     except KeyboardInterrupt:
         if track and save_checkpoints:  # trials keep no checkpoints, so they have nothing to resume
-            print(
-                f"mnr: run {run_id} marked KILLED; resume with: mnr train --resume {run_id}",
-                file=sys.stderr,
-            )
+            note(f"run {run_id} marked KILLED; resume with: mnr train --resume {run_id}")
         raise
 
 

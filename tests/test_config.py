@@ -117,3 +117,21 @@ def test_dump_round_trips_and_flattens(tmp_path: Path) -> None:
         and flat["model.kwargs.dropout"] == 0.2
         and flat["train.augment.enabled"] is False
     )
+
+
+def test_register_without_a_logged_model_is_refused_by_name() -> None:
+    with pytest.raises(MnrError, match=r"--register 'piano'.*tracking.log_model is false"):
+        resolve_config(
+            options={"tracking.register": "piano"}, overrides=["tracking.log_model=false"]
+        )
+    assert resolve_config(options={"tracking.register": "piano"}).tracking.register == "piano"
+
+    from click.testing import CliRunner
+
+    from mnr.cli import main
+
+    result = CliRunner().invoke(
+        main, ["train", "--register", "piano", "-s", "tracking.log_model=false"]
+    )
+    assert result.exit_code == 2 and "tracking.log_model is false" in result.output, result.output
+    assert "Traceback" not in result.output

@@ -529,3 +529,44 @@ def test_logged_models_load_with_pickle_deserialization_disallowed(
         flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
     )  # models from code, no cloudpickle
     assert set(flavor["artifacts"]) == {"checkpoint_0"}
+
+
+# ------------------------------------------------------------------------- start-up races
+# one round is about 90 s on two cores (five processes importing torch and MLflow at once);
+# MNR_TEST_RACE_ROUNDS=10 repeats it for a stress run
+RACE_ROUNDS = int(os.environ.get("MNR_TEST_RACE_ROUNDS", "1"))
+
+
+def _race_commands(data: Path) -> dict[str, list[str]]:
+    """Five commands that all start by creating the same store and experiment: two `train`, two
+    one-trial `tune` (each its own study) and a two-fold `cv`, one epoch each."""
+    common = ["--model", "bn_cnn", "--data", str(data), "--epochs", "1", "--experiment", "race"]
+    overrides = cli_overrides(*FAST, "train.batch_size=4")
+    return {
+        "train-a": ["train", *common, *overrides],
+        "train-b": ["train", *common, *overrides],
+        "tune-a": ["tune", *common, "--trials", "1", "--study-name", "a", *overrides],
+        "tune-b": ["tune", *common, "--trials", "1", "--study-name", "b", *overrides],
+        "cv": ["cv", *common, "--folds", "2", *overrides],
+    }
+
+
+@pytest.mark.slow
+def test_five_commands_started_together_on_a_fresh_store_all_succeed(
+    synth_root: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21 item 8: processes that create the sqlite store (its tables, the migrations) and
+    the experiment at the same moment must all succeed, with no library traceback from the one
+    that lost the race."""
+    for round_ in range(RACE_ROUNDS):
+        folder = isolated / f"round{round_}"
+        folder.mkdir()
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        processes = {
+            name: Mnr(args, cwd=folder, name=name)
+            for name, args in _race_commands(synth_root).items()
+        }
+        for name, process in processes.items():
+            code = process.wait(timeout=300)
+            assert code == 0, f"round {round_}, {name} exited {code}:\n{process.output}"
+            assert "Traceback" not in process.stderr, f"round {round_}, {name}:\n{process.stderr}"

@@ -69,7 +69,10 @@ def test_trials_are_child_runs_of_one_study_run(synth_root: Path) -> None:
             and run.data.params["model.name"] == "baseline_cnn"
         )
         assert run.info.status == "FINISHED" and run.data.tags["mnr.trial_state"] == "COMPLETE"
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [1, 2]
+        curve = client.get_metric_history(run.info.run_id, "val/acc")
+        assert [m.step for m in curve] == [1, 2]
+        assert run.data.metrics["best/val_acc"] == pytest.approx(max(m.value for m in curve))
+        assert trial.value == pytest.approx(run.data.metrics["best/val_acc"])
         assert not client.list_artifacts(run.info.run_id, "checkpoints")  # no weights unless asked
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"

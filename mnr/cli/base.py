@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from mnr.errors import MnrError
+from mnr.interrupts import interrupts_as_keyboard
 
 # MLflow's telemetry thread can race the environment reads of torchrun ranks (a KeyError on
 # _MLFLOW_TELEMETRY_SESSION_ID, seen in the scaling tests); off unless the user says otherwise.
@@ -88,10 +89,7 @@ def config_options(f):
     return f
 
 
-def interrupts_as_keyboard() -> None:
-    """SIGTERM behaves like Ctrl-C: the engine saves, the run is marked KILLED, exit non-zero."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
+def sigterm_as_ctrl_c() -> None:
+    """SIGTERM behaves like Ctrl-C until the command ends: the engine saves, the run is marked
+    KILLED, exit non-zero."""
+    click.get_current_context().with_resource(interrupts_as_keyboard((signal.SIGTERM,)))

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mnr.cli.base import config_options, interrupts_as_keyboard, main
+from mnr.cli.base import config_options, main, sigterm_as_ctrl_c
 
 
 @main.command("lr-find")
@@ -52,7 +52,7 @@ def lr_find_cmd(
 
     if epochs is not None:
         raise click.UsageError("--epochs does not apply: the sweep runs --steps mini-batches")
-    interrupts_as_keyboard()
+    sigterm_as_ctrl_c()
     try:
         result = api.lr_find(
             model=model, config=config_file, model_module=model_module, data=data, seed=seed,

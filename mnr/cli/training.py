@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from mnr.cli.base import blank_is_none, config_options, convert, interrupts_as_keyboard, main
+from mnr.cli.base import blank_is_none, config_options, convert, main, sigterm_as_ctrl_c
 from mnr.config import DEFAULT_TUNE_EPOCHS
 
 
@@ -62,7 +62,7 @@ def train_cmd(
     from mnr import api
     from mnr.config import to_yaml
 
-    interrupts_as_keyboard()
+    sigterm_as_ctrl_c()
     settings = dict(
         model=model, config=config_file, model_module=model_module, data=data, epochs=epochs,
         seed=seed, experiment=experiment, lr=lr, batch_size=batch_size, run_name=run_name,
@@ -129,7 +129,7 @@ def cv_cmd(model, config_file, model_module, data, epochs, seed, experiment, ove
     """
     from mnr import api
 
-    interrupts_as_keyboard()
+    sigterm_as_ctrl_c()
     try:
         result = api.cv(
             model=model, config=config_file, model_module=model_module, data=data, epochs=epochs,
@@ -261,7 +261,7 @@ def tune_cmd(
     from mnr import api
     from mnr.tuning import format_summary
 
-    interrupts_as_keyboard()
+    sigterm_as_ctrl_c()
     try:
         result = api.tune(
             model=model, config=config_file, model_module=model_module, data=data, epochs=epochs,

@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +31,7 @@ from mnr.data.images import decode_png
 from mnr.data.layout import Channels, FigureLayout
 from mnr.data.parallel import map_images
 from mnr.errors import MnrError
+from mnr.files import atomic_write
 
 __all__ = [
     "CACHE_VERSION",
@@ -103,8 +102,8 @@ def cached_layout(
     report = detect_layout(image_set, channels=channels)
     if use_cache:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, lambda fh: fh.write(json.dumps(report.to_dict()).encode()))
+            with atomic_write(path) as fh:
+                fh.write(json.dumps(report.to_dict()).encode())
         except OSError:
             pass  # detecting again next time costs a second
     return report
@@ -158,25 +157,15 @@ def _read_cache(
         return None
 
 
-def _atomic_write(path: Path, writer: Callable[[Any], Any]) -> None:
-    """Write a file through a temporary name, so a crash never leaves half of it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_cache(
     array_path: Path, meta_path: Path, images: np.ndarray, image_set: ImageSet
 ) -> None:
     array_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"checksum": _checksum(images), "shape": list(images.shape), "root": str(image_set.root)}
-    _atomic_write(array_path, lambda fh: np.save(fh, images, allow_pickle=False))
-    _atomic_write(meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
+    with atomic_write(array_path) as fh:
+        np.save(fh, images, allow_pickle=False)
+    with atomic_write(meta_path) as fh:
+        fh.write(json.dumps(meta).encode())
 
 
 def load_images(

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -35,8 +33,9 @@ import numpy as np
 
 from mnr import settings
 from mnr.errors import MnrError
+from mnr.files import atomic_write
 
-__all__ = ["KNOWN", "ColormapFit", "ReadBack", "fit", "lut", "orient", "read_back"]
+__all__ = ["KNOWN", "ColormapFit", "ReadBack", "fit", "lut", "orient"]
 
 # Perceptual maps first (librosa's default magma, matplotlib's default viridis), then the rest.
 KNOWN = ("magma", "inferno", "plasma", "viridis", "cividis", "gray", "Greys", "jet", "turbo")
@@ -182,15 +181,7 @@ def _build(name: str) -> tuple[np.ndarray, np.ndarray]:
 def _store(path: Path, tables: tuple[np.ndarray, np.ndarray]) -> None:
     """Write the tables atomically; a cache that cannot be written only costs a rebuild."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_write(path) as fh:
             np.savez(fh, index=tables[0], distance=tables[1])
-        os.replace(tmp, path)
     except OSError:
         pass
-
-
-def read_back(rgb: np.ndarray, name: str) -> np.ndarray:
-    """H x W x 3 uint8 pixels drawn with colormap `name` -> H x W uint8 values."""
-    return ReadBack(name).values(rgb)

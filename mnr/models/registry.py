@@ -86,7 +86,8 @@ class InputConfig:
     value channel read back through the colormap or the RGB colours), resized to `input_size`
     (H, W), divided by 255, then normalised per channel as ``(x - mean) / std``. Stored with every
     checkpoint and registered model so that prediction can rebuild exactly this preprocessing.
-    `layout` None is a model trained before layouts existed: the whole image as RGB.
+    `layout` None (a model created without data, e.g. `create_model` alone): the whole image as
+    RGB.
     """
 
     input_size: tuple[int, int]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +25,8 @@ from mnr.data.folder import ImageSet, Problem, scan_folder
 from mnr.data.images import decode_png
 from mnr.data.parallel import ImageMap
 from mnr.errors import MnrError
-from mnr.predict.predictor import Predictor, predictor_from_files, top_labels
+from mnr.files import atomic_write
+from mnr.predict.predictor import Predictor, predictor_from_files
 
 __all__ = [
     "FolderPredictions",
@@ -233,43 +233,21 @@ def write_predictions(
         raise MnrError(
             f"--id-column and --label-column must be two different names, got {id_column!r} and {label_column!r}"
         )
-    from mnr.labels import label_to_name
+    from mnr.labels import top_k_columns, top_k_table
 
     # the top k straight from the probabilities: no DataFrame (pandas costs half a second to import)
-    order = top_labels(result.probabilities, top_k)
-    header = [id_column, label_column]
-    if top_k > 1:
-        header += [
-            f"top{r}_{what}"
-            for r in range(1, top_k + 1)
-            for what in ("label", "note", "probability")
-        ]
+    table = top_k_table(result.probabilities, top_k, decimals=6)
+    columns = top_k_columns(top_k) if top_k > 1 else []
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=output.name, suffix=".tmp")
+        with atomic_write(output, "w", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow([id_column, label_column, *columns])
+            for row, name in enumerate(result.filenames):
+                shown = os.path.splitext(name)[0] if strip_extension else name
+                cells = [table[column][row] for column in columns]
+                writer.writerow([shown, int(table["top1_label"][row]), *cells])
     except OSError as exc:
         raise MnrError(f"cannot write {output}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(header)
-            for name, probabilities, top in zip(
-                result.filenames, result.probabilities, order, strict=True
-            ):
-                shown = os.path.splitext(name)[0] if strip_extension else name
-                cells = []
-                if top_k > 1:
-                    for label in top:
-                        cells += [
-                            int(label),
-                            label_to_name(int(label)),
-                            f"{probabilities[label]:.6f}",
-                        ]
-                writer.writerow([shown, int(top[0]), *cells])
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return output
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mnr.errors import MnrError
+from mnr.labels import top_k_columns
 
 __all__ = [
     "DEFAULT_TOP_K",
@@ -56,7 +57,7 @@ class PredictorFiles:
 
 def find_predictor(run_id: str) -> Any:
     """The pyfunc predictor that run `run_id` logged (the newest, if several): the `LoggedModel`
-    tagged `mnr.kind=predictor` (or, from an mnr before that tag, named ``predictor``)."""
+    tagged `mnr.kind=predictor`."""
     from mnr.tracking.models import find_logged_model
 
     return find_logged_model(run_id, PREDICTOR)
@@ -117,11 +118,10 @@ def predictor_files(model_uri: str) -> PredictorFiles:
 
 
 def member_checkpoints(artifacts: Mapping[str, Any]) -> list[Any]:
-    """A predictor's checkpoint artifacts in member order: ``checkpoint_0``, ``checkpoint_1``, ...
-    (``checkpoint`` alone, from predictors logged before ensembles, comes first)."""
+    """A predictor's checkpoint artifacts in member order: ``checkpoint_0``, ``checkpoint_1``, ..."""
     members = sorted(
-        (key for key in artifacts if key.startswith("checkpoint")),
-        key=lambda key: int(key.rpartition("_")[2] or 0) if key != "checkpoint" else 0,
+        (key for key in artifacts if key.startswith("checkpoint_")),
+        key=lambda key: int(key.rpartition("_")[2]),
     )
     return [artifacts[key] for key in members]
 
@@ -137,12 +137,8 @@ def predictor_signature(top_k: int = DEFAULT_TOP_K, *, tta: int = 1) -> Any:
         ColSpec(DataType.string, "note"),
         ColSpec(DataType.double, "probability"),
     ]
-    for rank in range(1, top_k + 1):
-        outputs += [
-            ColSpec(DataType.long, f"top{rank}_label"),
-            ColSpec(DataType.string, f"top{rank}_note"),
-            ColSpec(DataType.double, f"top{rank}_probability"),
-        ]
+    types = {"label": DataType.long, "note": DataType.string, "probability": DataType.double}
+    outputs += [ColSpec(types[name.rsplit("_", 1)[1]], name) for name in top_k_columns(top_k)]
     return ModelSignature(
         inputs=Schema([ColSpec(DataType.string, "image")]),
         outputs=Schema(outputs),

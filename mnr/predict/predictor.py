@@ -21,7 +21,7 @@ import numpy as np
 
 from mnr.config import DEFAULT_INPUT_SIZE
 from mnr.errors import MnrError
-from mnr.labels import MIDI_OFFSET, label_to_name
+from mnr.labels import MIDI_OFFSET, top_k_table, top_labels
 from mnr.predict.inputs import as_items, to_pixels
 
 if TYPE_CHECKING:  # torch and pandas load lazily: `mnr --help` must stay fast
@@ -187,7 +187,7 @@ class Predictor:
 
     @property
     def layout(self) -> FigureLayout | None:
-        """How the models read an image (None: the whole image as RGB, a model from before layouts)."""
+        """How the models read an image (None: the whole image as RGB)."""
         return self.input_config.layout
 
     @property
@@ -275,38 +275,16 @@ def prediction_frame(probabilities: np.ndarray, *, top_k: int = 3) -> pd.DataFra
     probabilities = np.asarray(probabilities)
     if probabilities.ndim != 2:
         raise MnrError(f"probabilities must be N x classes, got shape {probabilities.shape}")
-    order = top_labels(probabilities, top_k)
-    top_k = order.shape[1]
-    top_probs = np.take_along_axis(probabilities, order, axis=1)
-    best = order[:, 0]
+    table = top_k_table(probabilities, top_k)
+    best = table["top1_label"]
     columns: dict[str, Any] = {
-        "label": best.astype(np.int64),
-        "midi": (best + MIDI_OFFSET).astype(np.int64),
-        "note": [label_to_name(int(v)) for v in best],
-        "probability": probabilities[np.arange(len(best)), best].astype(np.float64),
+        "label": best,
+        "midi": best + MIDI_OFFSET,
+        "note": table["top1_note"],
+        "probability": table["top1_probability"],
+        **table,
     }
-    for rank in range(top_k):
-        columns[f"top{rank + 1}_label"] = order[:, rank].astype(np.int64)
-        columns[f"top{rank + 1}_note"] = [label_to_name(int(v)) for v in order[:, rank]]
-        columns[f"top{rank + 1}_probability"] = top_probs[:, rank].astype(np.float64)
     return pd.DataFrame(columns)
-
-
-def top_labels(probabilities: np.ndarray, top_k: int) -> np.ndarray:
-    """N x top_k labels, most probable first (ties: the lower label), for N x classes
-    probabilities; a top_k outside 1..classes is an `MnrError`."""
-    top_k = _check_top_k(top_k, probabilities.shape[1])
-    return np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-
-
-def _check_top_k(top_k: Any, num_classes: int) -> int:
-    try:
-        value = int(top_k)
-    except (TypeError, ValueError):
-        raise MnrError(f"top_k must be an integer, got {top_k!r}") from None
-    if not 1 <= value <= num_classes:
-        raise MnrError(f"top_k must be between 1 and {num_classes}, got {value}")
-    return value
 
 
 def checkpoint_path(model_uri: str) -> Path | None:

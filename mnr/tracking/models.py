@@ -81,7 +81,7 @@ def requirements() -> list[str]:
 
 def find_logged_model(run_id: str, kind: str) -> Any:
     """The model of kind `kind` that run `run_id` logged (the newest, if several): the
-    `LoggedModel` tagged `mnr.kind=<kind>` (or, from an mnr before that tag, named `kind`)."""
+    `LoggedModel` tagged `mnr.kind=<kind>`."""
     configure_tracking(check=True)  # an unreachable server fails in seconds
     try:
         run = client().get_run(run_id)
@@ -89,15 +89,14 @@ def find_logged_model(run_id: str, kind: str) -> Any:
         raise MnrError(
             f"no MLflow run {run_id!r} in {tracking_uri()} ({mlflow_error(exc)})"
         ) from None
-    for condition in (f"tags.`{KIND_TAG}` = '{kind}'", f"name = '{kind}'"):
-        found = mlflow.search_logged_models(
-            experiment_ids=[run.info.experiment_id],
-            filter_string=f"{condition} AND source_run_id = '{run_id}'",
-            order_by=[{"field_name": "creation_time", "ascending": False}],
-            output_format="list",
-        )
-        if found:
-            return found[0]
+    found = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = '{kind}' AND source_run_id = '{run_id}'",
+        order_by=[{"field_name": "creation_time", "ascending": False}],
+        output_format="list",
+    )
+    if found:
+        return found[0]
     raise MnrError(
         f"run {run_id} logged no {kind}; train with tracking.log_model=true "
         "(the default) to log one, then register it"

@@ -18,7 +18,7 @@ from mnr.config import ExperimentConfig
 from mnr.data import TrainingData
 from mnr.engine import DivergedError
 from mnr.errors import MnrError
-from mnr.monitor import Monitor
+from mnr.monitor import Monitor, best_name
 from mnr.training import run_training
 from mnr.tuning.folds import train_folds
 from mnr.tuning.pruning import PruningCallback
@@ -35,7 +35,7 @@ from mnr.tuning.runs import (
 )
 from mnr.tuning.space import SearchParam, trial_config
 
-__all__ = ["TRIAL_SETTINGS", "Objective", "best_metric", "trial_name"]
+__all__ = ["TRIAL_SETTINGS", "Objective", "trial_name"]
 
 
 # settings every trial runs with: system metrics go on the study's parent run instead, which
@@ -145,9 +145,7 @@ class Objective:
         if run_id is not None:
             trial.set_user_attr(RUN_ATTR, run_id)
             tracking.set_tags(run_id, {STATE_TAG: "COMPLETE"})
-            tracking.log_metrics(
-                run_id, {best_metric(self.config.train.monitor): value}, step=steps
-            )
+            tracking.log_metrics(run_id, {best_name(self.config.train.monitor): value}, step=steps)
         return value
 
 
@@ -180,12 +178,6 @@ def trial_name(number: int, params: dict[str, Any]) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def best_metric(monitor: str) -> str:
-    """The name a trial's best monitored value is logged under: `val/acc` -> `val/best_acc`."""
-    prefix, _, name = monitor.rpartition("/")
-    return f"{prefix}/best_{name}" if prefix else f"best_{name}"
 
 
 def _best_of(history: list[dict[str, float]], monitor: Monitor) -> float:

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from mnr import tracking
-from mnr.console import is_live, note
+from mnr.console import is_live, note, say
 from mnr.tuning.folds import fold_summary
 from mnr.tuning.runs import FOLDS_ATTR, RUN_ATTR
 
@@ -121,12 +121,11 @@ class TrialProgress:
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         reason = trial.user_attrs.get("prune_reason") or trial.user_attrs.get("fail_reason") or ""
         best_text = f"; best #{best.number} {best.value:.4f}" if best is not None else ""
-        print(
+        say(
             f"trial {trial.number:>3} {trial.state.name:<8} {value:>7} {seconds:6.1f}s  {params}"
             + (f"  ({reason[:80]})" if reason else "")
             + best_text,
-            file=self.stream,
-            flush=True,
+            stream=self.stream,
         )
 
     def close(self) -> None:

@@ -9,9 +9,9 @@ FAILED on an error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,9 +24,11 @@ from optuna.trial import FrozenTrial
 
 from mnr import tracking
 from mnr.config import DEFAULT_TUNE_EPOCHS, ExperimentConfig
+from mnr.console import say
 from mnr.data import TrainingData
 from mnr.display import result_html, result_repr
 from mnr.errors import MnrError
+from mnr.interrupts import interrupts_as_keyboard
 from mnr.monitor import Monitor
 from mnr.training import TrainResult, load_data, run_training
 from mnr.tuning.folds import check_folds
@@ -359,9 +361,8 @@ def _run_study(
     """
     parent = objective.parent
     shown = TrialProgress(total=trials) if progress else None
-    previous = _install_interrupts(objective.stop)
     registered: str | None = None
-    try:
+    with _install_interrupts(objective.stop):
         runner(study, objective, trials=trials, timeout=timeout, shown=shown)
         if shown is not None:
             shown.close()
@@ -369,9 +370,6 @@ def _run_study(
         log_study(study, parent, best=best, monitor=objective.config.train.monitor)
         if register is not None:
             registered = _register_best(objective, best, register=register, progress=progress)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     return best, registered
 
 
@@ -410,10 +408,8 @@ def _retrain_best(
     cfg = trial_config(config, dict(best.params), run_name=f"{study_name}-best", log_model=True)
     cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, register=register))
     if progress:
-        print(
-            f"retraining trial {best.number}'s config for {cfg.train.epochs} epochs; registering as {register!r}",
-            file=sys.stderr,
-            flush=True,
+        say(
+            f"retraining trial {best.number}'s config for {cfg.train.epochs} epochs; registering as {register!r}"
         )
     return run_training(
         cfg,
@@ -428,16 +424,6 @@ def _retrain_best(
     )
 
 
-def _install_interrupts(stop: threading.Event) -> dict[int, Any]:
+def _install_interrupts(stop: threading.Event) -> contextlib.AbstractContextManager[None]:
     """Ctrl-C and SIGTERM set `stop` (worker threads end at their next epoch) and interrupt."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, handler)
-    return previous
+    return interrupts_as_keyboard((signal.SIGINT, signal.SIGTERM), on_signal=stop.set)

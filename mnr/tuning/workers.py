@@ -39,6 +39,7 @@ from mnr.config import ExperimentConfig
 from mnr.console import note
 from mnr.data import TrainingData
 from mnr.errors import MnrError
+from mnr.interrupts import interrupts_as_keyboard
 
 __all__ = ["SharedData", "WorkerSpec", "default_jobs", "run_workers", "threads_per_worker"]
 
@@ -237,38 +238,36 @@ def _work(spec: WorkerSpec, tickets: Any) -> None:
     torch.set_num_threads(spec.threads)
     objective: Objective | None = None
 
-    def interrupted(signum: int, frame: Any) -> None:
+    def first_signal_only() -> None:
         # the first signal ends the running trial; a second (Ctrl-C reaches the parent too, which
         # passes it on) must not interrupt the recording of that ending
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if objective is not None:
             objective.stop.set()
-        raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGTERM, interrupted)
     data, block = spec.data.attach()
     try:
-        study = optuna.load_study(
-            study_name=spec.study_name,
-            storage=make_storage(spec.storage, spec.study_name),
-            sampler=make_sampler(spec.sampler, spec.seed),
-            pruner=make_pruner(spec.pruner, spec.epochs),
-        )
-        objective = Objective(
-            config=spec.config,
-            space=parse_search_space(spec.config.search),
-            data=data,
-            parent=spec.parent,
-            study_name=spec.study_name,
-            epochs=spec.epochs,
-            save_weights=spec.save_weights,
-            folds=spec.folds,
-            threads=spec.threads,
-        )
-        while (spec.deadline is None or time.time() < spec.deadline) and _claim(tickets):
-            study.optimize(objective, n_trials=1, catch=(Exception,))
+        with interrupts_as_keyboard((signal.SIGINT, signal.SIGTERM), on_signal=first_signal_only):
+            study = optuna.load_study(
+                study_name=spec.study_name,
+                storage=make_storage(spec.storage, spec.study_name),
+                sampler=make_sampler(spec.sampler, spec.seed),
+                pruner=make_pruner(spec.pruner, spec.epochs),
+            )
+            objective = Objective(
+                config=spec.config,
+                space=parse_search_space(spec.config.search),
+                data=data,
+                parent=spec.parent,
+                study_name=spec.study_name,
+                epochs=spec.epochs,
+                save_weights=spec.save_weights,
+                folds=spec.folds,
+                threads=spec.threads,
+            )
+            while (spec.deadline is None or time.time() < spec.deadline) and _claim(tickets):
+                study.optimize(objective, n_trials=1, catch=(Exception,))
     except KeyboardInterrupt:
         pass  # the trial is recorded as interrupted; the parent reports it
     finally:
