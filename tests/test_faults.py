@@ -448,6 +448,8 @@ def test_sigkilled_tune_worker_leaves_a_failed_trial_and_rerunning_finishes_the_
         "none",
         "--sampler",
         "random",
+        "--jobs",
+        "1",  # the trials run in the killed process itself
     ]
     worker = Mnr(args, cwd=isolated, name="worker")
     storage = make_storage(str(isolated / "killed.journal"), "killed")

@@ -16,7 +16,7 @@ Interrupts: Ctrl-C reaches every process of the terminal's group, and a SIGTERM 
 passed on to the workers; each records its running trial as interrupted, as one process does,
 and the parent waits for them before it re-raises. A worker that dies (SIGKILL, out of memory)
 leaves its trial RUNNING; the parent fails that trial and its run as soon as it sees the worker
-gone, and the other workers go on.
+gone, and the other workers go on. A worker whose parent is killed interrupts itself.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -225,6 +226,14 @@ def _claim(tickets: Any) -> bool:
         return True
 
 
+def _end_with_parent(parent: int) -> None:
+    """A worker whose parent died (SIGKILL) interrupts itself rather than go on as an orphan:
+    its running trial is recorded as interrupted, and it takes no new one."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _work(spec: WorkerSpec, tickets: Any) -> None:
     """A worker process: rebuild the study and the objective, then run trials while tickets last."""
     import torch
@@ -236,6 +245,7 @@ def _work(spec: WorkerSpec, tickets: Any) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(spec.threads)
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     objective: Objective | None = None
 
     def first_signal_only() -> None:
