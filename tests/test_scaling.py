@@ -199,6 +199,8 @@ def test_tuning_workers_share_one_study_and_recover_a_killed_worker(
             "none",
             "--experiment",
             "scaling-tune",
+            "--jobs",
+            "1",  # each command is one worker, as on its own machine
         )
         log = isolated / f"{name}.log"
         return spawn(command, log, env), log

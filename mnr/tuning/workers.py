@@ -13,8 +13,8 @@ shared ticket counter until none are left or the time is up, so that the study g
 under the one parent run, pruning, states and reasons.
 
 Interrupts: Ctrl-C reaches every process of the terminal's group, and a SIGTERM to the parent is
-passed on to the workers; each records its running trial as interrupted, as one process does,
-and the parent waits for them before it re-raises. A worker that dies (SIGKILL, out of memory)
+passed on to the workers; each ends its running trial at the trial's next epoch and records it
+as interrupted, as one process does, and the parent waits for them before it re-raises. A worker that dies (SIGKILL, out of memory)
 leaves its trial RUNNING; the parent fails that trial and its run as soon as it sees the worker
 gone, and the other workers go on. A worker whose parent is killed interrupts itself.
 """
@@ -40,7 +40,6 @@ from mnr.config import ExperimentConfig
 from mnr.console import note
 from mnr.data import TrainingData
 from mnr.errors import MnrError
-from mnr.interrupts import interrupts_as_keyboard
 
 __all__ = ["SharedData", "WorkerSpec", "default_jobs", "run_workers", "threads_per_worker"]
 
@@ -216,6 +215,10 @@ def _stop(processes: list[Any]) -> None:
             process.join()
 
 
+def _more_time(deadline: float | None) -> bool:
+    return deadline is None or time.time() < deadline
+
+
 def _claim(tickets: Any) -> bool:
     """Take one trial from the shared counter (-1: unlimited); False when none are left."""
     with tickets.get_lock():
@@ -246,38 +249,37 @@ def _work(spec: WorkerSpec, tickets: Any) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(spec.threads)
     threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
-    objective: Objective | None = None
+    stop = threading.Event()
 
-    def first_signal_only() -> None:
-        # the first signal ends the running trial; a second (Ctrl-C reaches the parent too, which
-        # passes it on) must not interrupt the recording of that ending
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if objective is not None:
-            objective.stop.set()
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()  # the trial ends at its next epoch, recorded as interrupted
 
+    # Not a KeyboardInterrupt at once, as in one process: raised between two Optuna calls it would
+    # fail a trial without saying why. The objective checks `stop` at every epoch instead.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     data, block = spec.data.attach()
     try:
-        with interrupts_as_keyboard((signal.SIGINT, signal.SIGTERM), on_signal=first_signal_only):
-            study = optuna.load_study(
-                study_name=spec.study_name,
-                storage=make_storage(spec.storage, spec.study_name),
-                sampler=make_sampler(spec.sampler, spec.seed),
-                pruner=make_pruner(spec.pruner, spec.epochs),
-            )
-            objective = Objective(
-                config=spec.config,
-                space=parse_search_space(spec.config.search),
-                data=data,
-                parent=spec.parent,
-                study_name=spec.study_name,
-                epochs=spec.epochs,
-                save_weights=spec.save_weights,
-                folds=spec.folds,
-                threads=spec.threads,
-            )
-            while (spec.deadline is None or time.time() < spec.deadline) and _claim(tickets):
-                study.optimize(objective, n_trials=1, catch=(Exception,))
+        study = optuna.load_study(
+            study_name=spec.study_name,
+            storage=make_storage(spec.storage, spec.study_name),
+            sampler=make_sampler(spec.sampler, spec.seed),
+            pruner=make_pruner(spec.pruner, spec.epochs),
+        )
+        objective = Objective(
+            config=spec.config,
+            space=parse_search_space(spec.config.search),
+            data=data,
+            parent=spec.parent,
+            study_name=spec.study_name,
+            epochs=spec.epochs,
+            save_weights=spec.save_weights,
+            folds=spec.folds,
+            threads=spec.threads,
+            stop=stop,
+        )
+        while not stop.is_set() and _more_time(spec.deadline) and _claim(tickets):
+            study.optimize(objective, n_trials=1, catch=(Exception,))
     except KeyboardInterrupt:
         pass  # the trial is recorded as interrupted; the parent reports it
     finally:
