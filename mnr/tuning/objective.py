@@ -1,7 +1,7 @@
 """The objective: one trial is one engine run of the config with the trial's values set.
 
-`Objective` is what `study.optimize` calls, once per trial and possibly from several threads at
-once (it holds no per-trial state). It records how each trial ended on both sides, the trial's
+`Objective` is what `study.optimize` calls, once per trial, in the command's process or in each
+worker process of `--jobs` (it holds no per-trial state). It records how each trial ended on both sides, the trial's
 user attrs and its MLflow run, in one place: `_ending` says which end an exception means.
 """
 
@@ -53,8 +53,9 @@ class Objective:
     With `folds` of 2 or more the trial is cross-validated (`mnr.tuning.folds`) and its value is
     the folds' mean. `threads` sets each trial's torch threads (worker processes split the cores).
     A trial the pruner stopped, or whose loss diverged, is PRUNED (its run KILLED); an interrupt
-    fails the trial and KILLs its run; any other error fails both. `stop` is set on Ctrl-C, so
-    that trials in other threads end at their next epoch.
+    fails the trial and KILLs its run; any other error fails both. `stop` is set on Ctrl-C (in a
+    worker process, instead of an immediate KeyboardInterrupt), and the trial ends at its next
+    epoch, recorded as interrupted.
     """
 
     config: ExperimentConfig

@@ -122,12 +122,11 @@ def tune(
     if folds is not None:
         check_folds(folds)
     folds = folds or 1
-    if folds > 1:
-        if save_weights:
-            raise MnrError(
-                "--save-weights keeps one model per trial, and a cross-validated trial trains one "
-                "per fold; leave out --save-weights (--register retrains the best config)"
-            )
+    if folds > 1 and save_weights:
+        raise MnrError(
+            "--save-weights keeps one model per trial, and a cross-validated trial trains one "
+            "per fold; leave out --save-weights (--register retrains the best config)"
+        )
     space = parse_search_space(config.search)
     tune_epochs = _trial_epochs(config, epochs)
     study_name = study_name or f"mnr-{config.model.name}"
