@@ -48,7 +48,7 @@ from mnr import tracking
 from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig, to_dict
 from mnr.console import say
-from mnr.crossval_report import CvResult, FoldRun, log_cv, log_ensemble, oof_table
+from mnr.crossval_report import CvResult, FoldRun, fold_summary, log_cv, log_ensemble, oof_table
 from mnr.data import TrainingData
 from mnr.data.split import kfold_indices
 from mnr.errors import MnrError
@@ -200,8 +200,7 @@ def _summary(
         best = best_name(f"val/{name}")
         values = [f.metrics[best] for f in folds if best in f.metrics]
         if values:
-            summary[f"cv/{name}_mean"] = float(np.mean(values))
-            summary[f"cv/{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            summary.update(fold_summary(values, name))
     scores = pitch_metrics.evaluate_predictions(labels, oof.argmax(1), oof)
     summary.update({f"cv/oof_{k}": v for k, v in scores.items() if k in pitch_metrics.HEADLINE})
     if repeats > 1:

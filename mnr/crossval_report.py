@@ -19,7 +19,14 @@ from mnr.config import ExperimentConfig, to_dict
 from mnr.data import TrainingData
 from mnr.display import result_html, result_repr
 
-__all__ = ["CvResult", "FoldRun", "log_cv", "log_ensemble", "oof_table"]
+__all__ = ["CvResult", "FoldRun", "fold_summary", "log_cv", "log_ensemble", "oof_table"]
+
+
+def fold_summary(values: list[float], name: str) -> dict[str, float]:
+    """`cv/<name>_mean` and `cv/<name>_std` (sample standard deviation; 0 for one fold): the one
+    naming of a cross-validated score, for `mnr cv`'s folds and `mnr tune --folds`'s trials."""
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {f"cv/{name}_mean": float(np.mean(values)), f"cv/{name}_std": std}
 
 
 @dataclass

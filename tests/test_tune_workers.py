@@ -142,18 +142,18 @@ def test_folds_2_gives_per_fold_scores_on_each_trials_run(synth_root: Path) -> N
         folds = trial.user_attrs["fold_values"]
         assert len(folds) == 2 and trial.value == pytest.approx(np.mean(folds))
         run_id = trial.user_attrs["mlflow_run_id"]
-        history = client.get_metric_history(run_id, "cv/fold_val_acc")
+        history = client.get_metric_history(run_id, "cv/val_acc")
         assert [(m.step, m.value) for m in history] == [(1, folds[0]), (2, folds[1])]
         metrics = client.get_run(run_id).data.metrics
-        assert metrics["cv/mean_val_acc"] == pytest.approx(np.mean(folds))
-        assert metrics["cv/std_val_acc"] == pytest.approx(np.std(folds, ddof=1))
+        assert metrics["cv/val_acc_mean"] == pytest.approx(np.mean(folds))
+        assert metrics["cv/val_acc_std"] == pytest.approx(np.std(folds, ddof=1))
         # the folds' epochs run on in one curve: 2 folds x 2 epochs
         assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [1, 2, 3, 4]
     assert len(children(result.parent_run_id)) == 2  # one run per trial, not per fold
     parent = client.get_run(result.parent_run_id).data.metrics
     best = result.best_trial.user_attrs["fold_values"]
-    assert parent["cv/mean_val_acc"] == pytest.approx(np.mean(best))
-    assert parent["cv/std_val_acc"] == pytest.approx(np.std(best, ddof=1))
+    assert parent["cv/val_acc_mean"] == pytest.approx(np.mean(best))
+    assert parent["cv/val_acc_std"] == pytest.approx(np.std(best, ddof=1))
     with pytest.raises(MnrError, match="judges its trials by --folds 2"):
         tune(
             tiny_config(synth_root, TUNE, model="baseline_cnn", search=SMALL_SPACE),
@@ -202,7 +202,7 @@ def test_folds_prune_a_config_in_the_fold_where_it_is_bad(
     assert f"fold {folds_done + 1} epoch" in trial.user_attrs["prune_reason"]
     run = mlflow.MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED" and run.data.tags["mnr.trial_state"] == "PRUNED"
-    fold_scores = mlflow.MlflowClient().get_metric_history(run.info.run_id, "cv/fold_val_acc")
+    fold_scores = mlflow.MlflowClient().get_metric_history(run.info.run_id, "cv/val_acc")
     assert len(fold_scores) == folds_done
 
 

@@ -17,9 +17,9 @@ later fold is stopped in that fold, and only the last epoch of the last fold is 
 
 In MLflow the trial is one child run of the study, not one run per fold: K runs per trial would
 cost K times the per-run overhead and fill the run list. Its per-epoch curves run on over the
-folds (`val/acc` at step (k-1) * epochs + e shows K saw teeth); `cv/fold_val_acc` holds each
-fold's best value at step k, `cv/mean_val_acc` and `cv/std_val_acc` their mean and spread (for
-the default monitor `val/acc`).
+folds (`val/acc` at step (k-1) * epochs + e shows K saw teeth); `cv/val_acc` holds each fold's
+best value at step k, `cv/val_acc_mean` and `cv/val_acc_std` their mean and spread (for the
+default monitor `val/acc`; named as `mnr cv` names its folds' scores).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import numpy as np
 
 from mnr import tracking
 from mnr.config import ExperimentConfig
+from mnr.crossval_report import fold_summary
 from mnr.data import TrainingData
 from mnr.data.split import kfold_indices
 from mnr.errors import MnrError
@@ -37,7 +38,7 @@ from mnr.monitor import Monitor
 from mnr.training import run_training
 from mnr.tuning.pruning import PruningCallback
 
-__all__ = ["FoldScores", "check_folds", "fold_metric", "fold_summary", "train_folds"]
+__all__ = ["FoldScores", "check_folds", "fold_metric", "fold_spread", "train_folds"]
 
 
 @dataclass(frozen=True)
@@ -52,20 +53,16 @@ class FoldScores:
     def mean(self) -> float:
         return float(np.mean(self.values))
 
-    def metrics(self, monitor: str) -> dict[str, float]:
-        """The folds' mean and sample standard deviation, named for the monitored metric."""
-        return fold_summary(self.values, monitor)
+
+def fold_metric(monitor: str) -> str:
+    """A fold's best value of `monitor`, one point per fold: `cv/val_acc` for `val/acc`."""
+    return f"cv/{monitor.replace('/', '_')}"
 
 
-def fold_metric(kind: str, monitor: str) -> str:
-    """`cv/fold_val_acc`, `cv/mean_val_acc`, `cv/std_val_acc` for monitor `val/acc`."""
-    return f"cv/{kind}_{monitor.replace('/', '_')}"
-
-
-def fold_summary(values: list[float], monitor: str) -> dict[str, float]:
-    """`cv/mean_<monitor>` and `cv/std_<monitor>` (sample standard deviation; 0 for one value)."""
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return {fold_metric("mean", monitor): float(np.mean(values)), fold_metric("std", monitor): std}
+def fold_spread(values: list[float], monitor: str) -> dict[str, float]:
+    """The folds' mean and spread, named as `mnr cv` names its own: `cv/val_acc_mean`,
+    `cv/val_acc_std` for `val/acc`."""
+    return fold_summary(values, monitor.replace("/", "_"))
 
 
 def check_folds(folds: int, data_labels: np.ndarray | None = None) -> None:
@@ -144,5 +141,5 @@ def train_folds(
                 run_id, {fold_metric("fold", monitor.metric): value}, step=fold + 1
             )
         scores = FoldScores(run_id=run_id, values=values, steps=steps)
-        tracking.log_metrics(run_id, scores.metrics(monitor.metric), step=steps)
+        tracking.log_metrics(run_id, fold_spread(values, monitor.metric), step=steps)
     return scores

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mnr import tracking
 from mnr.console import is_live, note, say
-from mnr.tuning.folds import fold_summary
+from mnr.tuning.folds import fold_spread
 from mnr.tuning.runs import FOLDS_ATTR, RUN_ATTR
 
 __all__ = ["TrialProgress", "best_trial", "format_summary", "log_study"]
@@ -159,7 +159,7 @@ def log_study(
         }
         folds = best.user_attrs.get(FOLDS_ATTR)
         if folds:  # a cross-validated study: the best config's mean and spread over its folds
-            best_metrics.update(fold_summary(folds, monitor))
+            best_metrics.update(fold_spread(folds, monitor))
         tracking.log_metrics(parent, best_metrics, step=len(trials))
         best_params = {f"best.{key}": value for key, value in best.params.items()}
         changed = tracking.log_new_params(parent, best_params)
