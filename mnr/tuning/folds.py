@@ -137,9 +137,7 @@ def train_folds(
                     f"train.monitor={monitor.metric!r} was never reported in fold {fold + 1}"
                 )
             values.append(value)
-            tracking.log_metrics(
-                run_id, {fold_metric("fold", monitor.metric): value}, step=fold + 1
-            )
+            tracking.log_metrics(run_id, {fold_metric(monitor.metric): value}, step=fold + 1)
         scores = FoldScores(run_id=run_id, values=values, steps=steps)
         tracking.log_metrics(run_id, fold_spread(values, monitor.metric), step=steps)
     return scores
