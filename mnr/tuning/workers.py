@@ -159,7 +159,7 @@ def run_workers(
     ]
     for process in processes:
         process.start()
-    dead = 0
+    dead, failed = 0, []
     try:
         while any(p.is_alive() for p in processes):
             time.sleep(0.5)
@@ -167,7 +167,7 @@ def run_workers(
             died_now = sum(p.exitcode not in (None, 0) for p in processes)
             if died_now > dead:  # fail the dead worker's trial now, not at the end of the study
                 dead = died_now
-                on_dead()
+                failed += on_dead()
     except KeyboardInterrupt:
         _stop(processes)
         on_dead()
@@ -175,7 +175,7 @@ def run_workers(
     _show_finished(study, known, on_trial)
     died = [p for p in processes if p.exitcode != 0]
     if died:
-        failed = on_dead()
+        failed += on_dead()
         codes = ", ".join(f"pid {p.pid}: exit {p.exitcode}" for p in died)
         note(
             f"{len(died)} tuning worker(s) ended abnormally ({codes})"
