@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -33,7 +34,8 @@ from mnr.engine import predict_logits
 from mnr.errors import MnrError
 from mnr.models import InputConfig, create_model
 from mnr.predict import Predictor, load_predictor
-from mnr.predict.logged import find_predictor
+from mnr.predict.logged import find_predictor, predictor_files
+from mnr.predict.predictor import predictor_from_files
 from mnr.tracking import model_registry
 from mnr.training import run_training
 
@@ -289,6 +291,16 @@ def test_predictor_from_a_checkpoint_equals_the_registered_one(store: Trained) -
     ):
         assert torch.equal(a, b)
     assert registered.predict(paths)["label"].tolist() == local.predict(paths)["label"].tolist()
+
+
+def test_a_logged_model_whose_two_input_configs_disagree_is_refused(store: Trained) -> None:
+    """Prediction decodes with the MLmodel's input config and builds the model from the
+    checkpoints'; a model whose two copies differ would read images one way and judge another."""
+    files = predictor_files(f"models:/{NAME}/1")
+    assert predictor_from_files(files).input_config.to_dict() == files.input_config
+    changed = {**files.input_config, "input_size": [64, 64]}
+    with pytest.raises(MnrError, match="disagree on the input config"):
+        predictor_from_files(dataclasses.replace(files, input_config=changed))
 
 
 def test_raw_torch_model_is_kept_and_is_not_a_predictor(store: Trained) -> None:

@@ -336,8 +336,24 @@ def predictor_from_files(
     tta: int | None = None,
 ) -> Predictor:
     """The `Predictor` a logged predictor's files make, as its pyfunc's `load_context` builds it;
-    `tta` None keeps the logged number of shifts."""
-    return Predictor.from_checkpoints(
+    `tta` None keeps the logged number of shifts.
+
+    The input config is in the MLmodel (read before torch is imported, so that `mnr predict`
+    decodes while the weights load) and in each checkpoint (so that a bare `best.pt` predicts).
+    The checkpoints' is the one the model is built from; the MLmodel's must match it, or the
+    images would be decoded one way and read by a model built for another.
+    """
+    predictor = Predictor.from_checkpoints(
         files.checkpoints, model_module=files.model_module, device=device, batch_size=batch_size,
         tta=tta or files.tta,
     )  # fmt: skip
+    if files.input_config is not None:
+        from mnr.models import InputConfig
+
+        if InputConfig.from_dict(files.input_config) != predictor.input_config:
+            raise MnrError(
+                f"the logged model's MLmodel and its checkpoints disagree on the input config "
+                f"({files.input_config} against {predictor.input_config.to_dict()}); the model "
+                "files were changed after logging: log the model again"
+            )
+    return predictor
