@@ -42,7 +42,7 @@ PARTS: dict[str, list[tuple[str, str]]] = {
         ("mnr/tracking/logger.py", "on_epoch_end"),
         ("mnr/tracking/logger.py", "__init__"),
     ],
-    "MLflow: layout record and preview": [("mnr/tracking/record.py", "log_layout")],
+    "MLflow: layout record and preview": [("mnr/run_record.py", "log_layout")],
     "checkpoints": [("mnr/callbacks.py", "on_epoch_end"), ("mnr/checkpoint.py", "save_checkpoint")],
     "model and optimiser": [("mnr/training.py", "build_model"), ("mnr/optim.py", "make_optimizer")],
     "Optuna: sampler, pruner, journal": [

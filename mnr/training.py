@@ -5,7 +5,7 @@ call. It checks everything a user can get wrong (tracking store, model name, dat
 before it spends compute, and it leaves nothing behind half-done: an interrupt saves a
 checkpoint and marks the run KILLED, a crash marks it FAILED, and `--resume` picks either up.
 What the run writes to MLflow besides its curves (tags, layout, final scores, the logged model)
-is `mnr.tracking.record`.
+is `mnr.run_record`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from mnr import metrics as pitch_metrics
+from mnr import run_record
 from mnr import settings, tracking
 from mnr.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, StopAtTarget
 from mnr.checkpoint import load_checkpoint
@@ -34,7 +35,6 @@ from mnr.errors import MnrError
 from mnr.models import create_model, import_model_module, is_model, takes_in_chans
 from mnr.monitor import Monitor
 from mnr.resume import Resume
-from mnr.tracking import record
 
 __all__ = [
     "TrainResult",
@@ -210,10 +210,10 @@ def run_training(
         tracking.tracked_run(
             experiment=config.tracking.experiment,
             run_name=None if keep_name else _run_name(config),
-            tags=record.run_tags(config, data, resumed=state is not None, extra=extra_tags),
+            tags=run_record.run_tags(config, data, resumed=state is not None, extra=extra_tags),
             parent_run_id=parent_run_id,
             run_id=run_id,
-            description=record.describe_run(config, data),
+            description=describe_run(config, data),
             source=source,
             system_metrics=config.tracking.system_metrics,
         )
@@ -230,7 +230,7 @@ def run_training(
                     digest=data.digest,
                     source=str(data.paths.train),
                 )
-                record.log_layout(run_id, data, input_size=tuple(config.data.input_size))
+                run_record.log_layout(run_id, data, input_size=tuple(config.data.input_size))
                 if resume is not None and resume.changes:
                     tracking.log_resume_changes(run_id, resume.changes)
             run_id = _shared_run_id(run_id)
@@ -253,12 +253,41 @@ def run_training(
                 )
             except BaseException:
                 if track:
-                    record.keep_last_checkpoint(run_id, checkpoint_dir)
+                    run_record.keep_last_checkpoint(run_id, checkpoint_dir)
                 raise
     except KeyboardInterrupt:
         if track and save_checkpoints:  # trials keep no checkpoints, so they have nothing to resume
             note(f"run {run_id} marked KILLED; resume with: mnr train --resume {run_id}")
         raise
+
+
+def describe_run(
+    config: ExperimentConfig, data: TrainingData, result: TrainResult | None = None
+) -> str:
+    """The run's description in the MLflow UI: model, data, epochs and, once known, the score."""
+    layout = data.layout
+    read = (
+        f"{layout.colormap} read back to one value channel" if layout.channels == "value" else "RGB"
+    )
+    text = (
+        f"{config.model.name} on {data.paths.train} ({len(data.train_labels):,} training and "
+        f"{len(data.val_labels):,} validation images; {read}), {config.optim.name} lr {config.optim.lr:g}, "
+        f"batch {config.train.batch_size}, {config.train.epochs} epochs"
+    )
+    if result is None:
+        return text + "."
+    metrics = result.final_metrics
+    scores = [
+        f"{key} {metrics[key]:.4f}"
+        for key in ("best/val_accuracy", "test/accuracy", "test/semitone_mae")
+        if key in metrics
+    ]
+    stopped = f" ({result.stop_reason})" if result.stop_reason else ""
+    return (
+        f"{text}; ran {len(result.history)}{stopped}: "
+        + (", ".join(scores) or "no evaluation")
+        + "."
+    )
 
 
 def _shared_run_id(run_id: str | None) -> str | None:
@@ -313,7 +342,7 @@ def _train(
     model = model.to(device)
     result.model = model
     if final_evaluation:
-        result.final_metrics = record.final_evaluation(
+        result.final_metrics = run_record.final_evaluation(
             model, data, config, run_id=run_id, device=device
         )
     if run_id is not None:
@@ -325,7 +354,7 @@ def _train(
             tracking.log_artifact(run_id, checkpoint.best_path, artifact_path="checkpoints")
         predictor_id = None
         if config.tracking.log_model:
-            predictor_id, result.model_uri = record.log_model(model.cpu(), config, run_id=run_id)
+            predictor_id, result.model_uri = run_record.log_model(model.cpu(), config, run_id=run_id)
         headline = {
             k: v
             for k, v in result.final_metrics.items()
@@ -339,7 +368,5 @@ def _train(
             step=fitted.epochs,
             model_id=predictor_id,
         )
-        tracking.set_tags(
-            run_id, {tracking.DESCRIPTION_TAG: record.describe_run(config, data, result)}
-        )
+        tracking.set_tags(run_id, {tracking.DESCRIPTION_TAG: describe_run(config, data, result)})
     return result

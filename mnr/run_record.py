@@ -1,10 +1,10 @@
 """The MLflow record of one training run, apart from the run's lifecycle (`mnr.training`).
 
-What a run writes besides its per-epoch curves: its tags and description, the figure layout it
+What a run writes besides its per-epoch curves and description: its tags, the figure layout it
 read its images with, the best weights' scores on the validation and held-out splits with their
 tables and pictures, the last checkpoint of a run that stops early, and the logged model.
-`run_training` decides when; this module says what. Not imported by `mnr.tracking` itself,
-which `mnr predict` imports before torch.
+`run_training` decides when; this module says what. Not in `mnr.tracking`, which must not
+import `mnr.predict` (the logged model is `mnr.predict.logged`'s format).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,11 +26,7 @@ from mnr.errors import MnrError
 from mnr.monitor import best_name
 from mnr.top_losses import plot_top_losses
 
-if TYPE_CHECKING:
-    from mnr.training import TrainResult
-
 __all__ = [
-    "describe_run",
     "final_evaluation",
     "keep_last_checkpoint",
     "log_layout",
@@ -98,35 +93,6 @@ def final_evaluation(
                     "per_octave_accuracy.csv",
                 )
     return results
-
-
-def describe_run(
-    config: ExperimentConfig, data: TrainingData, result: TrainResult | None = None
-) -> str:
-    """The run's description in the MLflow UI: model, data, epochs and, once known, the score."""
-    layout = data.layout
-    read = (
-        f"{layout.colormap} read back to one value channel" if layout.channels == "value" else "RGB"
-    )
-    text = (
-        f"{config.model.name} on {data.paths.train} ({len(data.train_labels):,} training and "
-        f"{len(data.val_labels):,} validation images; {read}), {config.optim.name} lr {config.optim.lr:g}, "
-        f"batch {config.train.batch_size}, {config.train.epochs} epochs"
-    )
-    if result is None:
-        return text + "."
-    metrics = result.final_metrics
-    scores = [
-        f"{key} {metrics[key]:.4f}"
-        for key in ("best/val_accuracy", "test/accuracy", "test/semitone_mae")
-        if key in metrics
-    ]
-    stopped = f" ({result.stop_reason})" if result.stop_reason else ""
-    return (
-        f"{text}; ran {len(result.history)}{stopped}: "
-        + (", ".join(scores) or "no evaluation")
-        + "."
-    )
 
 
 def run_tags(
