@@ -21,8 +21,7 @@ import torch
 import torch.distributed as dist
 
 from mnr import metrics as pitch_metrics
-from mnr import run_record
-from mnr import settings, tracking
+from mnr import run_record, settings, tracking
 from mnr.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, StopAtTarget
 from mnr.checkpoint import load_checkpoint
 from mnr.config import ExperimentConfig
@@ -354,7 +353,9 @@ def _train(
             tracking.log_artifact(run_id, checkpoint.best_path, artifact_path="checkpoints")
         predictor_id = None
         if config.tracking.log_model:
-            predictor_id, result.model_uri = run_record.log_model(model.cpu(), config, run_id=run_id)
+            predictor_id, result.model_uri = run_record.log_model(
+                model.cpu(), config, run_id=run_id
+            )
         headline = {
             k: v
             for k, v in result.final_metrics.items()
