@@ -36,7 +36,7 @@ from mnr.data.split import kfold_indices
 from mnr.errors import MnrError
 from mnr.monitor import Monitor
 from mnr.training import run_training
-from mnr.tuning.pruning import PruningCallback
+from mnr.tuning.pruning import PruningCallback, best_reported
 
 __all__ = ["FoldScores", "check_folds", "fold_metric", "fold_spread", "train_folds"]
 
@@ -129,13 +129,7 @@ def train_folds(
                 progress=False,
             )
             steps += len(result.history)
-            value = monitor.best_of(
-                h[monitor.metric] for h in result.history if monitor.metric in h
-            )
-            if value is None:
-                raise MnrError(
-                    f"train.monitor={monitor.metric!r} was never reported in fold {fold + 1}"
-                )
+            value = best_reported(result.history, monitor, where=f" in fold {fold + 1}")
             values.append(value)
             tracking.log_metrics(run_id, {fold_metric(monitor.metric): value}, step=fold + 1)
         scores = FoldScores(run_id=run_id, values=values, steps=steps)

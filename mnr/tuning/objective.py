@@ -17,11 +17,10 @@ from mnr import tracking
 from mnr.config import ExperimentConfig
 from mnr.data import TrainingData
 from mnr.engine import DivergedError
-from mnr.errors import MnrError
 from mnr.monitor import Monitor, best_name
 from mnr.training import run_training
 from mnr.tuning.folds import train_folds
-from mnr.tuning.pruning import PruningCallback
+from mnr.tuning.pruning import PruningCallback, best_reported
 from mnr.tuning.runs import (
     FOLDS_ATTR,
     RUN_ATTR,
@@ -125,7 +124,7 @@ class Objective:
             source="mnr tune",
         )
         monitor = Monitor(self.config.train.monitor, self.config.train.monitor_mode)
-        return _best_of(result.history, monitor), result.run_id, len(result.history)
+        return best_reported(result.history, monitor), result.run_id, len(result.history)
 
     def _record(self, trial: optuna.Trial, pruning: PruningCallback, ending: _Ending) -> None:
         """The reason as a trial user attr; state, reason and status on the trial's run."""
@@ -179,13 +178,3 @@ def trial_name(number: int, params: dict[str, Any]) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _best_of(history: list[dict[str, float]], monitor: Monitor) -> float:
-    """The best finite value of the monitored metric over the epochs (the trial's value)."""
-    value = monitor.best_of(h[monitor.metric] for h in history if monitor.metric in h)
-    if value is None:
-        raise MnrError(
-            f"train.monitor={monitor.metric!r} was never reported; the trial ran no epoch"
-        )
-    return value

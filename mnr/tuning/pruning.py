@@ -13,9 +13,10 @@ import optuna
 from mnr import tracking
 from mnr.engine import Callback, FitContext
 from mnr.errors import MnrError
+from mnr.monitor import Monitor
 from mnr.tuning.runs import RUN_ATTR
 
-__all__ = ["PruningCallback"]
+__all__ = ["PruningCallback", "best_reported"]
 
 
 class PruningCallback(Callback):
@@ -76,3 +77,14 @@ class PruningCallback(Callback):
     def _check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
             raise KeyboardInterrupt("tuning interrupted")
+
+
+def best_reported(history: list[dict[str, float]], monitor: Monitor, *, where: str = "") -> float:
+    """The best finite value of the monitored metric over the epochs of `history` (a trial's
+    value, or one fold's); `where` (" in fold 2") says which, when none was reported."""
+    value = monitor.best_of(h[monitor.metric] for h in history if monitor.metric in h)
+    if value is None:
+        raise MnrError(
+            f"train.monitor={monitor.metric!r} was never reported{where}; the trial ran no epoch"
+        )
+    return value
