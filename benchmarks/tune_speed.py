@@ -27,6 +27,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -227,10 +228,7 @@ def _key(row: dict) -> tuple:
 
 
 def _std(values: list[float] | None) -> float | None:
-    if not values or len(values) < 2:
-        return None
-    mean = sum(values) / len(values)
-    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return statistics.stdev(values) if values and len(values) > 1 else None
 
 
 def _registered_scores(tracking_uri: str, name: str) -> dict[str, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,20 @@ class InterruptAfter(Callback):
 def cli_overrides(*items: str) -> list[str]:
     """`-s KEY=VALUE` command-line arguments for config overrides."""
     return [arg for item in items for arg in ("-s", item)]
+
+
+def tune_process(synth_root: Path, study: str, *options: str) -> subprocess.Popen:
+    """`mnr tune` on the tiny set in a child process (experiment `tune`, `TINY`'s overrides),
+    its output merged into stdout."""
+    command = [sys.executable, "-m", "mnr", "tune", "--data", str(synth_root)]
+    command += ["--study-name", study, *options, *cli_overrides(*TINY, "tracking.experiment=tune")]
+    return subprocess.Popen(
+        command,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")

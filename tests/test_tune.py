@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +12,7 @@ import mlflow
 import optuna
 import pytest
 from click.testing import CliRunner
-from conftest import TINY, children, cli_overrides, tiny_config
+from conftest import TINY, children, tiny_config, tune_process
 
 from mnr.cli import main
 from mnr.errors import MnrError
@@ -30,7 +28,6 @@ from mnr.tuning import (
     tune,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 TUNE = "tracking.experiment=tune"
 TUNE_TINY = [*TINY, TUNE]
 SMALL_SPACE = {
@@ -159,15 +156,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(synth_root: Path) -> 
 
 def _tune_process(synth_root: Path, study: str, *options: str) -> subprocess.Popen:
     """`mnr tune` of 2-epoch trials on the tiny set, with TUNE_TINY's overrides, in a child process."""
-    command = [sys.executable, "-m", "mnr", "tune", "--epochs", "2", "--data", str(synth_root)]
-    command += ["--study-name", study, *options, *cli_overrides(*TUNE_TINY)]
-    return subprocess.Popen(
-        command,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return tune_process(synth_root, study, "--epochs", "2", *options)
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
-from conftest import TINY, children, cli_overrides, tiny_config
+from conftest import children, tiny_config, tune_process
 
 from mnr.errors import MnrError
 from mnr.training import load_data
@@ -21,7 +20,6 @@ from mnr.tuning import make_storage, parse_search_space, tune
 from mnr.tuning.objective import Objective
 from mnr.tuning.workers import SharedData
 
-REPO = Path(__file__).resolve().parent.parent
 TUNE = "tracking.experiment=tune"
 SMALL_SPACE = {
     "optim.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
@@ -30,16 +28,7 @@ SMALL_SPACE = {
 
 
 def _tune_process(synth_root: Path, study: str, *options: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "mnr", "tune", "--data", str(synth_root)]
-    command += ["--model", "baseline_cnn", "--study-name", study, *options]
-    command += cli_overrides(*TINY, TUNE)
-    return subprocess.Popen(
-        command,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return tune_process(synth_root, study, "--model", "baseline_cnn", *options)
 
 
 def _study(name: str) -> optuna.Study:
