@@ -76,9 +76,11 @@ class SharedData:
         the whole training folder themselves. The held-out test split is not shared: trials
         never evaluate on it.
         """
-        arrays = {name: getattr(data, name) for name in _FIELDS if not folds}
-        if folds:
-            arrays["folder.images"] = data.folder.images
+        arrays = (
+            {"folder.images": data.folder.images}
+            if folds
+            else {name: getattr(data, name) for name in _FIELDS}
+        )
         layout, offset = {}, 0
         for name, array in arrays.items():
             offset = -(-offset // 64) * 64  # aligned, as numpy and torch like their buffers
