@@ -191,7 +191,7 @@ def test_tuning_workers_share_one_study_and_recover_a_killed_worker(
             "--data",
             str(synth_root),
             "--epochs",
-            "4",
+            "12",  # long enough that the victim is still in its trial when it is killed
             *SMALL,
             "--seed",
             str(seed),
