@@ -176,13 +176,17 @@ def train(
             seed=seed, experiment=experiment, lr=lr, batch_size=batch_size, run_name=run_name,
             register=register, resume=resume, overrides=overrides,
         )  # fmt: skip
-        from mnr.distributed import distributed_session
-        from mnr.training import run_training
+        from mnr import tracking
+        from mnr.distributed import distributed_session, is_main_process
+        from mnr.training import default_callbacks, load_data, run_training
 
         with distributed_session():
-            return run_training(
-                resolved, resume=resumed, extra_callbacks=callbacks, progress=progress
-            )
+            main = is_main_process()
+            if main:  # an unreachable tracking server fails here, before any work
+                tracking.configure_tracking(check=True)
+            data = load_data(resolved, progress=progress and main)
+            chosen = [*default_callbacks(resolved, data, progress=progress and main), *callbacks]
+            return run_training(resolved, data, callbacks=chosen, resume=resumed)
 
 
 def tune(

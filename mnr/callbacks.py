@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from mnr.checkpoint import save_checkpoint
+from mnr import settings
+from mnr.checkpoint import load_checkpoint, save_checkpoint
 from mnr.console import is_live, say
 from mnr.engine import Callback, FitContext
 from mnr.errors import MnrError
@@ -23,24 +24,28 @@ __all__ = ["EarlyStopping", "ModelCheckpoint", "ProgressBar", "StopAtTarget"]
 
 
 class ModelCheckpoint(Callback):
-    """Save `last.pt` every epoch and `best.pt` whenever the monitored metric improves.
+    """Save `last.pt` every epoch and `best.pt` whenever the monitored metric improves; at the end
+    of a finished fit, put the best weights back in the model (`restore_best`), so that what is
+    evaluated, logged and returned is the best epoch's model, as Keras's `restore_best_weights`.
 
-    Only the main process (rank 0) writes. On an interrupt the last completed epoch is already on
-    disk: a partly-run epoch cannot be resumed exactly, so it is not saved.
+    `dirpath=None` is `MNR_CHECKPOINT_DIR/<run id>` (`local-<pid>` for a run not recorded), which
+    is where `--resume RUN_ID` looks. Only the main process (rank 0) writes. On an interrupt the
+    last completed epoch is already on disk: a partly-run epoch cannot be resumed exactly, so it
+    is not saved.
     """
 
     def __init__(
         self,
-        dirpath: str | os.PathLike,
+        dirpath: str | os.PathLike | None = None,
         *,
         monitor: str = "val/acc",
         mode: str = "max",
         save_last: bool = True,
         save_best: bool = True,
-        extra: dict[str, Any] | None = None,
+        restore_best: bool = True,
     ) -> None:
-        self.dirpath = Path(dirpath)
-        self.extra = dict(extra or {})  # stored in every checkpoint, e.g. the MLflow run id
+        self.dirpath = Path(dirpath) if dirpath is not None else None
+        self.restore_best = restore_best
         self.monitor, self.mode = monitor, mode
         self._monitor = Monitor(monitor, mode)
         self.save_last, self.save_best = save_last, save_best
@@ -53,13 +58,22 @@ class ModelCheckpoint(Callback):
 
     @property
     def last_path(self) -> Path:
-        return self.dirpath / "last.pt"
+        return self._folder() / "last.pt"
 
     @property
     def best_path(self) -> Path:
-        return self.dirpath / "best.pt"
+        return self._folder() / "best.pt"
+
+    def _folder(self) -> Path:
+        if self.dirpath is None:
+            raise RuntimeError("ModelCheckpoint(dirpath=None) has its folder once the fit starts")
+        return self.dirpath
 
     def on_fit_start(self, ctx: FitContext) -> None:
+        if self.dirpath is None:
+            self.dirpath = settings.MNR_CHECKPOINT_DIR.path() / (
+                ctx.run_id or f"local-{os.getpid()}"
+            )
         if not ctx.is_main:
             return
         try:
@@ -84,11 +98,15 @@ class ModelCheckpoint(Callback):
             self.best_value, self.best_epoch = value, ctx.epoch
         if not ctx.is_main:
             return
-        state = {**ctx.checkpoint(), **self.extra}
+        state = ctx.checkpoint()
         if self.save_best and improved:
             save_checkpoint(state, self.best_path)
         if self.save_last:
             save_checkpoint(state, self.last_path)
+
+    def on_fit_end(self, ctx: FitContext, status: str) -> None:
+        if status == "FINISHED" and self.restore_best and self.best_path.is_file():
+            ctx.raw_model.load_state_dict(load_checkpoint(self.best_path)["model"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_value": self.best_value, "best_epoch": self.best_epoch}

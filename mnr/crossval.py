@@ -54,7 +54,8 @@ from mnr.data.split import kfold_indices
 from mnr.errors import MnrError
 from mnr.monitor import best_name
 from mnr.resume import load_resume
-from mnr.training import TrainResult, check_model, load_data, run_training
+from mnr.run_record import RunRecord
+from mnr.training import TrainResult, default_callbacks, load_data, run_training
 
 __all__ = ["CvResult", "FoldRun", "cross_validate", "oof_table"]
 
@@ -159,19 +160,17 @@ def _run_fold(
             f"mnr cv: {fold_config.tracking.run_name}" + (" (resumed)" if resume else ""),
             stream=sys.stdout,
         )
+    record = RunRecord(
+        parent_run_id=None if resume else parent,
+        tags={ROLE_TAG: "cv-fold", KEY_TAG: key, FOLD_TAG: str(fold), REPEAT_TAG: str(repeat)},
+        source="mnr cv",
+    )
     result: TrainResult = run_training(
         fold_config,
-        data=fold_data,
+        fold_data,
+        callbacks=default_callbacks(fold_config, fold_data, progress=progress),
+        record=record,
         resume=resume,
-        parent_run_id=None if resume else parent,
-        extra_tags={
-            ROLE_TAG: "cv-fold",
-            KEY_TAG: key,
-            FOLD_TAG: str(fold),
-            REPEAT_TAG: str(repeat),
-        },
-        progress=progress,
-        source="mnr cv",
     )
     probabilities = _probabilities(
         result.model, fold_data.val_images, batch_size=config.train.eval_batch_size
@@ -233,7 +232,6 @@ def cross_validate(
     if repeats < 1:
         raise MnrError(f"--repeats must be at least 1, got {repeats}")
     tracking.configure_tracking(check=True)
-    check_model(config)
     data = load_data(config, progress=progress)
     labels = data.folder.labels
     counts = np.bincount(labels)

@@ -16,7 +16,13 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
-__all__ = ["distributed_session", "launched_by_torchrun"]
+__all__ = ["distributed_session", "is_main_process", "launched_by_torchrun"]
+
+
+def is_main_process() -> bool:
+    """True on rank 0, the process that reports, logs to MLflow and writes checkpoints (and in
+    any process that is not one rank of several)."""
+    return (dist.get_rank() if dist.is_initialized() else 0) == 0
 
 
 def launched_by_torchrun() -> bool:

@@ -99,6 +99,9 @@ class FitContext:
     stop_reason: str = ""
     rank: int = 0
     world_size: int = 1
+    run_id: str | None = None  # the MLflow run this fit is recorded in, if any
+    # scores of the finished model, added by callbacks in `on_fit_end` (the best weights' evaluation)
+    final_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def is_main(self) -> bool:
@@ -122,6 +125,8 @@ class FitContext:
             rng={"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
             callbacks={cb.state_key: cb.state_dict() for cb in self.callbacks},
         )
+        if self.run_id is not None:
+            state["run_id"] = self.run_id  # `--resume PATH` continues this run
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -136,6 +141,7 @@ class FitResult:
     epochs: int
     # why a callback stopped it before train.epochs (early stopping, target); "" if none did
     stop_reason: str = ""
+    final_metrics: dict[str, float] = field(default_factory=dict)  # FitContext.final_metrics
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -383,9 +389,13 @@ def fit(
     callbacks: Sequence[Callback] = (),
     resume: dict[str, Any] | None = None,
     device: torch.device | None = None,
+    run_id: str | None = None,
 ) -> FitResult:
     """Train `model` for `config.train.epochs` epochs (or until a callback stops it: stopping at
-    `train.target` is the `mnr.callbacks.StopAtTarget` that `run_training` adds).
+    `train.target` is the `mnr.callbacks.StopAtTarget` callback).
+
+    `run_id` is the MLflow run the fit is recorded in: callbacks read it from the context (the
+    checkpoint folder is named after it) and every checkpoint stores it.
 
     `resume` is a checkpoint dict (see `FitContext.checkpoint`): model, optimizer, scheduler,
     RNG states and callback states are restored, so a resumed CPU run with a seed ends with the
@@ -418,6 +428,7 @@ def fit(
         callbacks=list(callbacks),
         rank=rank,
         world_size=world_size,
+        run_id=run_id,
     )
     if resume is not None:
         _restore(ctx, resume)
@@ -477,7 +488,11 @@ def fit(
         for cb in ctx.callbacks:
             cb.on_fit_end(ctx, status)
     return FitResult(
-        history=ctx.history, status=status, epochs=ctx.epoch, stop_reason=ctx.stop_reason
+        history=ctx.history,
+        status=status,
+        epochs=ctx.epoch,
+        stop_reason=ctx.stop_reason,
+        final_metrics=ctx.final_metrics,
     )
 
 

@@ -44,7 +44,7 @@ from mnr.data import TrainingData
 from mnr.engine import resolve_device, seed_everything
 from mnr.errors import MnrError
 from mnr.optim import make_optimizer
-from mnr.training import build_model, check_model, load_data
+from mnr.training import build_model, load_data
 from mnr.transforms import augment_batch, to_model_input
 
 if TYPE_CHECKING:
@@ -233,7 +233,6 @@ def lr_find(
         raise MnrError(f"--steps must be at least 2, got {steps}")
     if track:
         tracking.configure_tracking(check=True)  # an unreachable server fails before any work
-    check_model(config)
     if data is None:
         data = load_data(config, progress=progress)
     seed_everything(config.train.seed, deterministic=config.train.deterministic)

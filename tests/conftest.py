@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,9 @@ from PIL import Image
 
 from mnr.config import ExperimentConfig, resolve_config
 from mnr.engine import Callback
+from mnr.resume import Resume
+from mnr.run_record import RunRecord
+from mnr.training import TRAIN_RECORD, TrainResult, default_callbacks, load_data, run_training
 
 # The overrides of a tiny run, one that takes seconds: small images, one validation batch, no
 # logged model (tests that need one add tracking.log_model=true after these; later values win).
@@ -143,6 +146,20 @@ def tiny_config(
         overrides=[*TINY, *extra],
     )
     return dataclasses.replace(resolved, search=search) if search is not None else resolved
+
+
+def train(
+    config: ExperimentConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    resume: Resume | None = None,
+    record: RunRecord | None = TRAIN_RECORD,
+) -> TrainResult:
+    """`run_training` as `mnr train` calls it (data loaded, the default callbacks and then
+    `callbacks`), with no progress lines."""
+    data = load_data(config, progress=False)
+    chosen = [*default_callbacks(config, data, progress=False), *callbacks]
+    return run_training(config, data, callbacks=chosen, resume=resume, record=record)
 
 
 def children(parent_run_id: str) -> list:

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import TINY, cli_overrides
+from conftest import TINY, cli_overrides, train
 
 from mnr import console, tracking
 from mnr.config import resolve_config
 from mnr.errors import MnrError
-from mnr.training import run_training
 
 REPO = Path(__file__).resolve().parent.parent
 NOISE = (
@@ -178,7 +177,7 @@ def test_runs_carry_a_description_a_source_and_metrics_in_sections(
         options={"data.path": str(synth_root), "train.epochs": 2, "train.batch_size": 8},
         overrides=[*TINY, "tracking.log_model=true", "tracking.experiment=ui"],
     )
-    result = run_training(config, progress=False)
+    result = train(config)
     run = mlflow.MlflowClient().get_run(result.run_id)
     description = run.data.tags["mlflow.note.content"]
     assert (

@@ -136,15 +136,27 @@ def test_resuming_from_a_checkpoint_dict_repeats_the_uninterrupted_run() -> None
 
 # --------------------------------------------------------------------------------- callbacks
 def test_model_checkpoint_writes_last_every_epoch_and_best_on_improvement(tmp_path: Path) -> None:
-    checkpoint = ModelCheckpoint(
-        tmp_path / "ckpt", monitor="val/loss", mode="min", extra={"run_id": "r1"}
-    )
-    result = fit(_model(), config=_config(), callbacks=[checkpoint], **_data())
+    checkpoint = ModelCheckpoint(tmp_path / "ckpt", monitor="val/loss", mode="min")
+    model = _model()
+    result = fit(model, config=_config(), callbacks=[checkpoint], run_id="r1", **_data())
     last, best = load_checkpoint(checkpoint.last_path), load_checkpoint(checkpoint.best_path)
     assert last["epoch"] == 3 and last["run_id"] == "r1" and last["format"] == "mnr-checkpoint-1"
     losses = [h["val/loss"] for h in result.history]
     assert best["epoch"] == losses.index(min(losses)) + 1 == checkpoint.best_epoch
     assert checkpoint.state_dict() == {"best_value": min(losses), "best_epoch": best["epoch"]}
+    # the finished fit leaves the best epoch's weights in the model (restore_best)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value.cpu(), best["model"][key].cpu()), key
+
+
+def test_model_checkpoint_without_a_folder_uses_the_runs_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MNR_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    checkpoint = ModelCheckpoint(restore_best=False)
+    fit(_model(), config=_config(), callbacks=[checkpoint], run_id="r2", **_data())
+    assert checkpoint.dirpath == tmp_path / "checkpoints" / "r2"
+    assert load_checkpoint(checkpoint.last_path)["run_id"] == "r2"
 
 
 def test_model_checkpoint_refuses_an_unwritable_folder(tmp_path: Path) -> None:

@@ -22,14 +22,13 @@ import mlflow
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY, cli_overrides, torch_model_uri
+from conftest import TINY, cli_overrides, torch_model_uri, train
 
 from mnr.checkpoint import load_checkpoint, save_checkpoint
 from mnr.cli import main
 from mnr.config import resolve_config
 from mnr.errors import MnrError
 from mnr.metrics import HEADLINE
-from mnr.training import run_training
 
 REPO = Path(__file__).resolve().parent.parent
 # bn_cnn on the 24-image synthetic set, batch 2, one thread: an epoch of a fraction of a second
@@ -192,7 +191,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
             },
             overrides=[*FAST, *STATEFUL, "tracking.experiment=straight"],
         )
-        straight = run_training(config, progress=False)
+        straight = train(config)
     finally:
         torch.set_num_threads(threads)
     for key in ("val/acc", "val/loss", "train/loss", "train/lr"):
@@ -516,7 +515,7 @@ def test_logged_models_load_with_pickle_deserialization_disallowed(
     )
     threads = torch.get_num_threads()
     try:
-        result = run_training(config, progress=False)
+        result = train(config)
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import STYLED_LABELS, TINY
+from conftest import STYLED_LABELS, TINY, train
 
 from mnr.config import resolve_config
 from mnr.data import scan_folder
@@ -19,7 +19,6 @@ from mnr.data.synth.drawing import _figure, plot_box, spectrogram_image
 from mnr.data.synth.mel import mel_edges
 from mnr.errors import MnrError
 from mnr.predict import Predictor, predict_folder
-from mnr.training import run_training
 
 STYLES = ("full", "specshow", "imshow")
 LABELS = STYLED_LABELS
@@ -167,7 +166,7 @@ def specshow_model(styled, tmp_path_factory: pytest.TempPathFactory, isolated_mo
         options={"data.path": str(root), "train.epochs": 2, "train.batch_size": 8},
         overrides=[*TINY],
     )
-    result = run_training(config, progress=False, track=False)
+    result = train(config, record=None)
     return result.checkpoint_dir / "best.pt"
 
 
@@ -178,13 +177,13 @@ def test_a_model_crops_as_training_did_and_refuses_another_layout(
     assert (
         predictor.layout.box == detect_layout(scan_folder(styled("specshow") / "train")).layout.box
     )
-    result = predict_folder(predictor, styled("specshow") / "test", progress=False)
+    result = predict_folder(predictor, styled("specshow") / "test")
     assert len(result.filenames) == len(LABELS) and not result.problems
     with pytest.raises(
         MnrError,
         match=r"drawn with another layout than the model's: the plot is at .* the model reads",
     ):
-        predict_folder(predictor, styled("imshow") / "test", progress=False)
+        predict_folder(predictor, styled("imshow") / "test")
     with pytest.raises(
         MnrError, match="the figure around the plot differs from the model's layout"
     ):

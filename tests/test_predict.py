@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import train
 
 from mnr import tracking
 from mnr.checkpoint import load_checkpoint
@@ -37,7 +38,6 @@ from mnr.predict import Predictor, load_predictor
 from mnr.predict.logged import find_predictor, predictor_files
 from mnr.predict.predictor import predictor_from_files
 from mnr.tracking import model_registry
-from mnr.training import run_training
 
 NAME = "piano-test"
 
@@ -67,7 +67,7 @@ def trained(synth_root: Path, isolated_module: Path) -> Trained:
             "optim.lr=0.02",
         ],
     )
-    result = run_training(config, progress=False)
+    result = train(config)
     model_registry.promote(NAME, 1, "champion")
     uri = os.environ["MLFLOW_TRACKING_URI"]
     mlflow.set_tracking_uri(None)  # forget the global URI MLflow keeps; each test sets its own

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import TINY, cli_overrides, tiny_config
+from conftest import TINY, cli_overrides, tiny_config, train
 
 from mnr.cli import main
-from mnr.training import run_training
 
 # open() flags that mean a write
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -81,9 +80,7 @@ def test_nothing_is_written_inside_the_data_folder(read_only_data: Path, isolate
     before = _tree(read_only_data)
     _watching.append(True)
     try:
-        result = run_training(
-            tiny_config(read_only_data, "tracking.log_model=true", epochs=1), progress=False
-        )
+        result = train(tiny_config(read_only_data, "tracking.log_model=true", epochs=1))
         assert result.status == "FINISHED" and result.model_uri
         runner = CliRunner()
         data, tiny = str(read_only_data), cli_overrides(*TINY, "train.batch_size=8")

@@ -10,14 +10,13 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import TINY, InterruptAfter, cli_overrides, tiny_config
+from conftest import TINY, InterruptAfter, cli_overrides, tiny_config, train
 
 from mnr.cli import main
 from mnr.config import given_settings, resolve_config, to_dict
 from mnr.errors import MnrError
 from mnr.optim import make_optimizer, make_scheduler, restore_scheduler
 from mnr.resume import load_resume, resume_config
-from mnr.training import run_training
 
 
 def _train(*args: str) -> tuple[int, str]:
@@ -140,14 +139,14 @@ def test_a_resume_with_more_epochs_follows_the_longer_schedule(schedule: str) ->
 def test_a_killed_run_resumes_with_more_epochs(synth_root: Path) -> None:
     config = tiny_config(synth_root)
     with pytest.raises(KeyboardInterrupt):
-        run_training(config, extra_callbacks=[InterruptAfter(1)], progress=False)
+        train(config, callbacks=[InterruptAfter(1)])
     client = mlflow.MlflowClient()
     (killed,) = client.search_runs(
         [client.get_experiment_by_name("mnr").experiment_id], "attributes.status = 'KILLED'"
     )
     run_id = killed.info.run_id
     resume = load_resume(run_id, given={"train.epochs": 4})
-    result = run_training(resume.config, resume=resume, progress=False)
+    result = train(resume.config, resume=resume)
     assert result.run_id == run_id and len(result.history) == 4
     assert client.get_run(run_id).info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [1, 2, 3, 4]

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import TINY
+from conftest import TINY, train
 
 from mnr.config import resolve_config
 from mnr.crossval import cross_validate
 from mnr.predict import load_predictor
 from mnr.tracking import model_registry
-from mnr.training import run_training
 
 NAME = "piano-serve"
 STARTUP_TIMEOUT = 120.0  # seconds for the server to answer /ping
@@ -77,12 +76,12 @@ def _register(kind: str, root: Path) -> str:
         overrides=[*TINY, "tracking.log_model=true", "optim.lr=0.02"],
     )
     if kind == "ensemble":
-        cross_validate(config, folds=2, register=f"{NAME}-cv", tta=3, progress=False)
+        cross_validate(config, folds=2, register=f"{NAME}-cv", tta=3)
         return f"models:/{NAME}-cv/1"
     config = dataclasses.replace(
         config, tracking=dataclasses.replace(config.tracking, register=NAME)
     )
-    assert run_training(config, progress=False).status == "FINISHED"
+    assert train(config).status == "FINISHED"
     model_registry.promote(NAME, 1, "champion")
     return f"models:/{NAME}@champion"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY, InterruptAfter, cli_overrides, tiny_config, torch_model_uri
+from conftest import TINY, InterruptAfter, cli_overrides, tiny_config, torch_model_uri, train
 
 from mnr.cli import main
 from mnr.config import DEFAULT_INPUT_SIZE, AugmentConfig, resolve_config
@@ -21,7 +21,6 @@ from mnr.errors import MnrError
 from mnr.models import create_model
 from mnr.optim import make_optimizer, make_scheduler
 from mnr.resume import load_resume
-from mnr.training import run_training
 from mnr.transforms import augment_batch, to_model_input
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,7 +60,7 @@ def test_every_optimizer_and_schedule_builds(name: str, schedule: str) -> None:
 
 def test_train_tracks_everything_in_one_run(synth_root: Path) -> None:
     config = tiny_config(synth_root, "tracking.log_model=true", "tracking.experiment=e2e")
-    result = run_training(config, progress=False)
+    result = train(config)
     assert result.status == "FINISHED"
     run = mlflow.MlflowClient().get_run(result.run_id)
     assert run.info.status == "FINISHED"
@@ -109,13 +108,11 @@ def test_train_tracks_everything_in_one_run(synth_root: Path) -> None:
 
 
 def test_same_seed_same_metrics(synth_root: Path) -> None:
-    first = run_training(
+    first = train(
         tiny_config(synth_root, "train.augment.enabled=true", "train.augment.time_shift=0.1"),
-        progress=False,
     )
-    second = run_training(
+    second = train(
         tiny_config(synth_root, "train.augment.enabled=true", "train.augment.time_shift=0.1"),
-        progress=False,
     )
     drop = ("train/epoch_seconds", "train/images_per_second")
     assert [{k: v for k, v in h.items() if k not in drop} for h in first.history] == [
@@ -130,12 +127,11 @@ def test_interrupted_run_is_killed_and_resumes_to_identical_metrics(synth_root: 
         "train.augment.enabled=true",
         "train.augment.freq_masks=1",
     )
-    straight = run_training(tiny_config(synth_root, *extras, epochs=4), progress=False)
+    straight = train(tiny_config(synth_root, *extras, epochs=4))
     with pytest.raises(KeyboardInterrupt):
-        run_training(
+        train(
             tiny_config(synth_root, *extras, epochs=4),
-            extra_callbacks=[InterruptAfter(2)],
-            progress=False,
+            callbacks=[InterruptAfter(2)],
         )
     client = mlflow.MlflowClient()
     killed = client.search_runs(
@@ -144,7 +140,7 @@ def test_interrupted_run_is_killed_and_resumes_to_identical_metrics(synth_root: 
     assert len(killed) == 1
     run_id = killed[0].info.run_id
     resume = load_resume(run_id)
-    resumed = run_training(resume.config, resume=resume, progress=False)
+    resumed = train(resume.config, resume=resume)
     assert resumed.run_id == run_id and resumed.status == "FINISHED"
     assert client.get_run(run_id).info.status == "FINISHED"
     assert len(resumed.history) == 4
@@ -159,7 +155,7 @@ def test_interrupted_run_is_killed_and_resumes_to_identical_metrics(synth_root: 
 def test_divergence_names_epoch_and_step_and_keeps_last_good_checkpoint(synth_root: Path) -> None:
     config = tiny_config(synth_root, "optim.lr=1e30", epochs=3)
     with pytest.raises(DivergedError, match=r"epoch 1, step \d+"):
-        run_training(config, progress=False)
+        train(config)
     client = mlflow.MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("mnr").experiment_id])
     assert runs[0].info.status == "FAILED"
@@ -174,7 +170,7 @@ def test_early_stopping_stops(synth_root: Path) -> None:
         "train.early_stopping.min_delta=1000",
         epochs=6,
     )
-    assert len(run_training(config, progress=False).history) == 2
+    assert len(train(config).history) == 2
 
 
 def test_the_target_stops_a_run(synth_root: Path) -> None:
@@ -186,7 +182,7 @@ def test_the_target_stops_a_run(synth_root: Path) -> None:
         "train.target=1000",
         epochs=6,
     )
-    result = run_training(config, progress=False)
+    result = train(config)
     assert len(result.history) == 1 and result.stop_reason == "val/loss reached 1000.0"
 
 
@@ -195,7 +191,7 @@ def test_unknown_model_fails_before_data_is_read(tmp_path: Path) -> None:
         overrides=["model.name=baseline_cn", f"data.path={tmp_path / 'does-not-exist'}"]
     )
     with pytest.raises(MnrError, match="baseline_cnn"):
-        run_training(config, progress=False)
+        train(config)
 
 
 @pytest.mark.parametrize("model", ["baseline_cnn", "bn_cnn", "deep_cnn", "resnet18"])

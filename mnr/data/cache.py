@@ -71,9 +71,7 @@ def _digest(image_set: ImageSet, settings_: dict[str, Any]) -> str:
             {"v": CACHE_VERSION, **settings_, "root": str(image_set.root.resolve())}
         ).encode()
     )
-    for name in image_set.filenames:
-        stat = os.stat(image_set.root / name)
-        digest.update(f"\n{name}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+    digest.update(image_set.signature)
     return digest.hexdigest()
 
 

@@ -13,8 +13,10 @@ arbitrary files.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from mnr.errors import MnrError
@@ -62,9 +64,23 @@ class ImageSet:
     truth_path: Path | None = None
     lines: list[int] | None = None
     problems: list[Problem] = field(default_factory=list)
+    # (size, mtime_ns) of each file, when the scan that listed them had them; else read once
+    stats: list[tuple[int, int]] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.filenames)
+
+    @cached_property
+    def signature(self) -> bytes:
+        """Each file's name, size and modification time, one line each: what the decode and
+        layout caches are keyed on. Each file is stat'ed once, by the scan or here."""
+        stats = self.stats
+        if stats is None:
+            stats = [_size_and_mtime(os.stat(self.root / name)) for name in self.filenames]
+        return "".join(
+            f"\n{name}\t{size}\t{mtime}"
+            for name, (size, mtime) in zip(self.filenames, stats, strict=True)
+        ).encode()
 
     @property
     def labelled(self) -> bool:
@@ -234,6 +250,7 @@ def scan_folder(root: str | os.PathLike, *, truth: str | os.PathLike | None = No
     filenames: list[str] = []
     labels: list[int] = []
     lines: list[int] = []
+    stats: list[tuple[int, int]] = []
     for name, label, number in entries:
         candidate = root / name
         if not _inside(root_real, candidate):
@@ -242,7 +259,9 @@ def scan_folder(root: str | os.PathLike, *, truth: str | os.PathLike | None = No
             )
             continue
         try:
-            found = candidate.is_file()
+            found = os.stat(candidate)
+        except FileNotFoundError:
+            found = None
         except OSError as exc:  # e.g. a name longer than the file system allows
             problems.append(
                 Problem(
@@ -250,12 +269,13 @@ def scan_folder(root: str | os.PathLike, *, truth: str | os.PathLike | None = No
                 )
             )
             continue
-        if not found:
+        if found is None or not stat.S_ISREG(found.st_mode):
             problems.append(Problem(shown, f"listed file {name!r} is missing from {root}", number))
             continue
         filenames.append(name)
         labels.append(label)
         lines.append(number)
+        stats.append(_size_and_mtime(found))
     if not entries and not any(p.severity == "error" for p in problems):
         problems.append(Problem(shown, "no labelled images listed (the set is empty)"))
     listed = {name for name, _, _ in entries}
@@ -273,7 +293,12 @@ def scan_folder(root: str | os.PathLike, *, truth: str | os.PathLike | None = No
         truth_path=truth_path,
         lines=lines,
         problems=problems,
+        stats=stats,
     )
+
+
+def _size_and_mtime(result: os.stat_result) -> tuple[int, int]:
+    return result.st_size, result.st_mtime_ns
 
 
 def raise_for_problems(problems: Iterable[Problem], *, what: str) -> None:

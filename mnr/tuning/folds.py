@@ -35,7 +35,7 @@ from mnr.data import TrainingData
 from mnr.data.split import kfold_indices
 from mnr.errors import MnrError
 from mnr.monitor import Monitor
-from mnr.training import run_training
+from mnr.training import run_training, stopping_callbacks
 from mnr.tuning.pruning import PruningCallback, best_reported
 
 __all__ = ["FoldScores", "check_folds", "fold_metric", "fold_spread", "train_folds"]
@@ -119,14 +119,13 @@ def train_folds(
                 val_idx,
                 name=f"fold {fold + 1} of {folds}, seed {config.data.split_seed}",
             )
+            # the trial's run holds every fold's curves (record=None: a fold is not a run)
+            logger = tracking.MlflowLogger(run_id, step_offset=fold * epochs)
             result = run_training(
                 config,
-                data=fold_data,
-                extra_callbacks=[tracking.MlflowLogger(run_id, step_offset=fold * epochs), pruning],
-                track=False,
-                save_checkpoints=False,
-                final_evaluation=False,
-                progress=False,
+                fold_data,
+                callbacks=[*stopping_callbacks(config), logger, pruning],
+                record=None,
             )
             steps += len(result.history)
             value = best_reported(result.history, monitor, where=f" in fold {fold + 1}")

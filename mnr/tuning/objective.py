@@ -18,7 +18,8 @@ from mnr.config import ExperimentConfig
 from mnr.data import TrainingData
 from mnr.engine import DivergedError
 from mnr.monitor import Monitor, best_name
-from mnr.training import run_training
+from mnr.run_record import RunRecord
+from mnr.training import checkpoint_callback, run_training, stopping_callbacks
 from mnr.tuning.folds import train_folds
 from mnr.tuning.pruning import PruningCallback, best_reported
 from mnr.tuning.runs import (
@@ -111,17 +112,14 @@ class Objective:
             )
             trial.set_user_attr(FOLDS_ATTR, scores.values)
             return scores.mean, scores.run_id, scores.steps
+        # no progress lines and no evaluation beyond the per-epoch one; the weights are kept
+        # (checkpoints, the best restored and logged) only when the study will use them
+        kept = [checkpoint_callback(cfg)] if self.save_weights else []
         result = run_training(
             cfg,
-            data=self.data,
-            parent_run_id=self.parent,
-            extra_callbacks=[pruning],
-            extra_tags=tags,
-            track=True,
-            save_checkpoints=self.save_weights,
-            final_evaluation=False,
-            progress=False,
-            source="mnr tune",
+            self.data,
+            callbacks=[*stopping_callbacks(cfg), *kept, pruning],
+            record=RunRecord(parent_run_id=self.parent, tags=tags, source="mnr tune"),
         )
         monitor = Monitor(self.config.train.monitor, self.config.train.monitor_mode)
         return best_reported(result.history, monitor), result.run_id, len(result.history)

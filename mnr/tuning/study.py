@@ -30,7 +30,8 @@ from mnr.display import result_html, result_repr
 from mnr.errors import MnrError
 from mnr.interrupts import interrupts_as_keyboard
 from mnr.monitor import Monitor
-from mnr.training import TrainResult, load_data, run_training
+from mnr.run_record import RunRecord
+from mnr.training import TrainResult, default_callbacks, load_data, run_training
 from mnr.tuning.folds import check_folds
 from mnr.tuning.objective import Objective
 from mnr.tuning.report import TrialProgress, best_trial, log_study
@@ -410,16 +411,12 @@ def _retrain_best(
         say(
             f"retraining trial {best.number}'s config for {cfg.train.epochs} epochs; registering as {register!r}"
         )
+    tags = {"mnr.role": "retrain-best", STUDY_TAG: study_name, "mnr.best_trial": str(best.number)}
     return run_training(
         cfg,
-        data=data,
-        parent_run_id=parent,
-        progress=progress,
-        extra_tags={
-            "mnr.role": "retrain-best",
-            STUDY_TAG: study_name,
-            "mnr.best_trial": str(best.number),
-        },
+        data,
+        callbacks=default_callbacks(cfg, data, progress=progress),
+        record=RunRecord(parent_run_id=parent, tags=tags),
     )
 
 
