@@ -115,7 +115,8 @@ class FitContext:
 
     def checkpoint(self) -> dict[str, Any]:
         """One dict with all the state `--resume` needs; loadable with weights_only=True."""
-        state = model_state(self.model, config=to_dict(self.config))
+        # the run id: `--resume PATH` continues this run
+        state = model_state(self.model, config=to_dict(self.config), run_id=self.run_id)
         state.update(
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -125,8 +126,6 @@ class FitContext:
             rng={"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
             callbacks={cb.state_key: cb.state_dict() for cb in self.callbacks},
         )
-        if self.run_id is not None:
-            state["run_id"] = self.run_id  # `--resume PATH` continues this run
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state

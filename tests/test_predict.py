@@ -293,14 +293,31 @@ def test_predictor_from_a_checkpoint_equals_the_registered_one(store: Trained) -
     assert registered.predict(paths)["label"].tolist() == local.predict(paths)["label"].tolist()
 
 
-def test_a_logged_model_whose_two_input_configs_disagree_is_refused(store: Trained) -> None:
-    """Prediction decodes with the MLmodel's input config and builds the model from the
-    checkpoints'; a model whose two copies differ would read images one way and judge another."""
+def test_a_logged_models_input_config_is_stored_once_and_builds_decode_and_model(
+    store: Trained,
+) -> None:
+    """The MLmodel holds the input config, the checkpoints do not: prediction decodes with that
+    copy and builds the model from it, so the two can never read an image differently."""
     files = predictor_files(f"models:/{NAME}/1")
-    assert predictor_from_files(files).input_config.to_dict() == files.input_config
-    changed = {**files.input_config, "input_size": [64, 64]}
+    assert all("input_config" not in load_checkpoint(path) for path in files.checkpoints)
+    predictor = predictor_from_files(files)
+    assert predictor.input_config.to_dict() == files.input_config
+    assert all(model.input_config == predictor.input_config for model in predictor.models)
+    # the model is built from the MLmodel's copy: another input size builds a model that the
+    # logged weights do not fit
+    wider = {**files.input_config, "input_size": [128, 24]}
+    with pytest.raises(MnrError, match="weights do not fit model 'bn_cnn'"):
+        predictor_from_files(dataclasses.replace(files, input_config=wider))
+
+
+def test_a_checkpoint_whose_own_input_config_differs_from_the_given_one_is_refused(
+    store: Trained,
+) -> None:
+    """A training checkpoint carries its own input config; handed another, it refuses."""
+    state = load_checkpoint(store.checkpoint)
+    changed = {**state["input_config"], "input_size": [64, 64]}
     with pytest.raises(MnrError, match="disagree on the input config"):
-        predictor_from_files(dataclasses.replace(files, input_config=changed))
+        Predictor.from_checkpoints([state], input_config=changed)
 
 
 def test_raw_torch_model_is_kept_and_is_not_a_predictor(store: Trained) -> None:

@@ -46,8 +46,7 @@ DEFAULT_TOP_K = 3
 @dataclass(frozen=True)
 class PredictorFiles:
     """A logged mnr predictor on local disk: its checkpoints, the user's model file if any, the
-    TTA shifts and the input config it was logged with (None for a predictor logged before mnr
-    stored it there; the checkpoints hold it too)."""
+    TTA shifts and the input config it was logged with (its one copy: the checkpoints have none)."""
 
     checkpoints: tuple[Path, ...]
     model_module: Path | None
@@ -163,8 +162,9 @@ def log_predictor(
     tagged `mnr.kind=predictor` (plus `tags`), which is how mnr finds it again.
 
     Returns MLflow's `ModelInfo` (its `model_uri` and `model_id`). Each checkpoint artifact holds
-    only what prediction needs (weights, model name, input config, experiment config), not the
-    optimizer state. A model from a user's ``.py`` file carries a copy of that file, so the
+    only what prediction needs (weights, model name, experiment config), not the optimizer
+    state; the input config (layout, input size, channels, classes) is stored once, in the
+    MLmodel, and both the decode and the models are built from it. A model from a user's ``.py`` file carries a copy of that file, so the
     predictor loads on machines where the original path does not exist. The input example is a
     base64 PNG of the models' own layout, so MLflow's check of the example at logging time
     proves the served request format works. Requirements are explicit: inferring them would
@@ -181,6 +181,8 @@ def log_predictor(
 
     members = list(models) if isinstance(models, list | tuple) else [models]
     input_config = members[0].input_config
+    if any(member.input_config != input_config for member in members):
+        raise MnrError("the members of an ensemble must read their images the same way")
     if input_config.layout is not None:
         blank = input_config.layout.blank_image()
     else:
@@ -190,10 +192,9 @@ def log_predictor(
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {}
         for index, model in enumerate(members):
-            path = save_checkpoint(
-                model_state(model, config=config, run_id=run_id),
-                Path(tmp) / f"checkpoint_{index}.pt",
-            )
+            state = model_state(model, config=config, run_id=run_id)
+            del state["input_config"]  # stored once, in the MLmodel's model_config below
+            path = save_checkpoint(state, Path(tmp) / f"checkpoint_{index}.pt")
             artifacts[f"checkpoint_{index}"] = str(path)
         if module and str(module).endswith(".py") and Path(module).expanduser().is_file():
             artifacts["model_module"] = str(Path(module).expanduser())

@@ -54,7 +54,10 @@ GPU_BATCH_SIZE = 512
 
 
 def model_from_checkpoint(
-    state: dict[str, Any], *, model_module: str | os.PathLike | None = None
+    state: dict[str, Any],
+    *,
+    model_module: str | os.PathLike | None = None,
+    input_config: dict[str, Any] | None = None,
 ) -> torch.nn.Module:
     """Rebuild a trained model from a checkpoint dict: create it by name, then load the weights.
 
@@ -62,6 +65,10 @@ def model_from_checkpoint(
     the config's `model.kwargs`), never from pickled code. A model from a user's file needs that
     file: `model_module` (the copy a logged predictor carries) wins over the path recorded in the
     config, which is only valid on the machine that trained it.
+
+    `input_config` is a logged predictor's, stored once in its MLmodel; a training checkpoint
+    (`best.pt`) carries its own. A checkpoint that has one and is given another that differs is
+    refused: its images would be decoded one way and read by a model built for another.
     """
     from mnr.models import create_model, import_model_module
     from mnr.models.registry import InputConfig
@@ -74,8 +81,19 @@ def model_from_checkpoint(
     module = model_module or model_config.get("module")
     if module:
         import_model_module(str(module))
-    if state.get("input_config"):
-        input_config = InputConfig.from_dict(state["input_config"])
+    own = state.get("input_config")
+    if (
+        input_config is not None
+        and own
+        and InputConfig.from_dict(own) != InputConfig.from_dict(input_config)
+    ):
+        raise MnrError(
+            f"the logged model's MLmodel and its checkpoints disagree on the input config "
+            f"({input_config} against {own}); the model files were changed after logging: "
+            "log the model again"
+        )
+    if input_config is not None or own:
+        input_config = InputConfig.from_dict(input_config or own)
     else:
         input_config = InputConfig(
             input_size=tuple((config.get("data") or {}).get("input_size", DEFAULT_INPUT_SIZE))
@@ -169,14 +187,19 @@ class Predictor:
         model_module: str | os.PathLike | None = None,
         batch_size: int | None = None,
         tta: int = 1,
+        input_config: dict[str, Any] | None = None,
     ) -> Predictor:
-        """A predictor from checkpoint files (loaded with weights_only=True) or their dicts."""
+        """A predictor from checkpoint files (loaded with weights_only=True) or their dicts;
+        `input_config` is a logged predictor's (see `model_from_checkpoint`)."""
         from mnr.checkpoint import load_checkpoint
 
         states = [
             source if isinstance(source, dict) else load_checkpoint(source) for source in sources
         ]
-        models = [model_from_checkpoint(state, model_module=model_module) for state in states]
+        models = [
+            model_from_checkpoint(state, model_module=model_module, input_config=input_config)
+            for state in states
+        ]
         return cls(models, device=device, batch_size=batch_size, tta=tta)
 
     @property
@@ -338,22 +361,10 @@ def predictor_from_files(
     """The `Predictor` a logged predictor's files make, as its pyfunc's `load_context` builds it;
     `tta` None keeps the logged number of shifts.
 
-    The input config is in the MLmodel (read before torch is imported, so that `mnr predict`
-    decodes while the weights load) and in each checkpoint (so that a bare `best.pt` predicts).
-    The checkpoints' is the one the model is built from; the MLmodel's must match it, or the
-    images would be decoded one way and read by a model built for another.
+    The input config is stored once, in the MLmodel, which is read before torch is imported (so
+    that `mnr predict` decodes while the weights load); the models are built from that copy too.
     """
-    predictor = Predictor.from_checkpoints(
+    return Predictor.from_checkpoints(
         files.checkpoints, model_module=files.model_module, device=device, batch_size=batch_size,
-        tta=tta or files.tta,
+        tta=tta or files.tta, input_config=files.input_config,
     )  # fmt: skip
-    if files.input_config is not None:
-        from mnr.models import InputConfig
-
-        if InputConfig.from_dict(files.input_config) != predictor.input_config:
-            raise MnrError(
-                f"the logged model's MLmodel and its checkpoints disagree on the input config "
-                f"({files.input_config} against {predictor.input_config.to_dict()}); the model "
-                "files were changed after logging: log the model again"
-            )
-    return predictor

@@ -46,10 +46,12 @@ class PianoKeyModel(PythonModel):
     def load_context(self, context: Any) -> None:
         from mnr.predict.predictor import Predictor
 
+        config = context.model_config or {}
         self.predictor = Predictor.from_checkpoints(
             member_checkpoints(context.artifacts),
             model_module=context.artifacts.get("model_module"),
-            tta=int((context.model_config or {}).get("tta", 1)),
+            tta=int(config.get("tta", 1)),
+            input_config=config.get("input_config"),  # its one copy (`log_predictor`)
         )
 
     def predict(
