@@ -73,7 +73,7 @@ def main() -> None:
 
     from mnr.config import resolve_config
     from mnr.training import load_data
-    from mnr.tuning import tune
+    from mnr.tuning import study_spec, tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = resolve_config(model=args.model)
@@ -85,7 +85,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     started = time.perf_counter()
     profile.enable()
-    result = tune(config, trials=args.trials, jobs=1, study_name="profile", progress=False)
+    study = study_spec(config, name="profile")
+    result = tune(config, study, trials=args.trials, jobs=1, progress=False)
     profile.disable()
     wall = time.perf_counter() - started
     stats = pstats.Stats(profile)

@@ -218,8 +218,8 @@ def tune(
     `folds` judges each trial by that many folds' mean (`mnr.tuning.folds`).
 
     The search space is the config's `search:` section. Returns the `TuneResult` (the study,
-    its MLflow parent run, the best trial). The keywords after `overrides` are
-    `mnr.tuning.study.tune`'s and go to it unchanged.
+    its MLflow parent run, the best trial). The keywords after `overrides` describe the study
+    (`mnr.tuning.study_spec`) or how much of it to run (`mnr.tuning.tune`).
     """
     resolved = experiment_config(
         model=model,
@@ -232,27 +232,26 @@ def tune(
         },
         overrides=overrides,
     )
-    tuning: dict[str, Any] = dict(  # mnr.tuning.study.tune's own keywords, passed on as they are
-        trials=DEFAULT_TRIALS if trials is None and timeout is None else trials,
-        epochs=epochs,
-        timeout=timeout,
-        study_name=study_name,
-        storage=storage,
-        jobs=jobs,
-        folds=folds,
-        sampler=sampler,
-        pruner=pruner,
-        register=register,
-        save_weights=save_weights,
-        progress=progress,
-    )
     with _quiet():
         import optuna
 
-        from mnr.tuning.study import tune as run_study
+        from mnr.tuning import study_spec
+        from mnr.tuning import tune as run_study
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial comes from mnr
-        return run_study(resolved, seed=resolved.train.seed, **tuning)
+        study = study_spec(
+            resolved, name=study_name, storage=storage, epochs=epochs, folds=folds,
+            sampler=sampler, pruner=pruner, seed=resolved.train.seed, save_weights=save_weights,
+        )  # fmt: skip
+        return run_study(
+            resolved,
+            study,
+            trials=DEFAULT_TRIALS if trials is None and timeout is None else trials,
+            timeout=timeout,
+            jobs=jobs,
+            register=register,
+            progress=progress,
+        )
 
 
 def cv(

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from mnr.engine import Callback
 from mnr.resume import Resume
 from mnr.run_record import RunRecord
 from mnr.training import TRAIN_RECORD, TrainResult, default_callbacks, load_data, run_training
+from mnr.tuning import TuneResult, study_spec, tune
 
 # The overrides of a tiny run, one that takes seconds: small images, one validation batch, no
 # logged model (tests that need one add tracking.log_model=true after these; later values win).
@@ -160,6 +162,31 @@ def train(
     data = load_data(config, progress=False)
     chosen = [*default_callbacks(config, data, progress=False), *callbacks]
     return run_training(config, data, callbacks=chosen, resume=resume, record=record)
+
+
+def tune_config(
+    config: ExperimentConfig,
+    *,
+    trials: int | None,
+    timeout: float | None = None,
+    jobs: int | None = 1,
+    register: str | None = None,
+    progress: bool = False,
+    study_name: str | None = None,
+    **study: Any,
+) -> TuneResult:
+    """`mnr.tuning.tune` on the study that `study_spec` makes of `study_name` and `study`
+    (epochs, folds, sampler, pruner, seed, storage, save_weights), as `mnr.api.tune` calls it."""
+    spec = study_spec(config, name=study_name, **study)
+    return tune(
+        config,
+        spec,
+        trials=trials,
+        timeout=timeout,
+        jobs=jobs,
+        register=register,
+        progress=progress,
+    )
 
 
 def children(parent_run_id: str) -> list:

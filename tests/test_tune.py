@@ -12,7 +12,7 @@ import mlflow
 import optuna
 import pytest
 from click.testing import CliRunner
-from conftest import TINY, children, tiny_config, tune_process
+from conftest import TINY, children, tiny_config, tune_config, tune_process
 
 from mnr.cli import main
 from mnr.errors import MnrError
@@ -25,7 +25,6 @@ from mnr.tuning import (
     make_sampler,
     make_storage,
     parse_search_space,
-    tune,
 )
 
 TUNE = "tracking.experiment=tune"
@@ -43,12 +42,11 @@ def runs(filter_string: str) -> list:
 
 
 def test_trials_are_child_runs_of_one_study_run(synth_root: Path) -> None:
-    result = tune(
+    result = tune_config(
         tiny_config(synth_root, TUNE, model="baseline_cnn", search=SMALL_SPACE),
         trials=3,
         study_name="s1",
         pruner="none",
-        progress=False,
     )
     parents = runs("tags.`mnr.study` = 's1' and tags.`mnr.role` = 'study'")
     assert [r.info.run_id for r in parents] == [result.parent_run_id]
@@ -83,9 +81,9 @@ def test_trials_are_child_runs_of_one_study_run(synth_root: Path) -> None:
 
 def test_running_again_adds_trials_and_reruns_none(synth_root: Path) -> None:
     config = tiny_config(synth_root, TUNE, model="baseline_cnn", epochs=3, search=SMALL_SPACE)
-    first = tune(config, trials=3, epochs=2, study_name="resume", progress=False)
+    first = tune_config(config, trials=3, epochs=2, study_name="resume")
     before = {t.number: (t.state, t.params, t.datetime_complete) for t in first.study.trials}
-    second = tune(config, trials=3, epochs=2, study_name="resume", progress=False)
+    second = tune_config(config, trials=3, epochs=2, study_name="resume")
     trials = second.study.trials
     assert sorted(t.number for t in trials) == list(range(6))
     assert {
@@ -101,7 +99,7 @@ def test_running_again_adds_trials_and_reruns_none(synth_root: Path) -> None:
     assert len({t.params["optim.lr"] for t in trials}) == 6
 
     # no new trial, but the best config retrained for the config's full 3 epochs and registered
-    third = tune(config, trials=0, study_name="resume", register="tune-best", progress=False)
+    third = tune_config(config, trials=0, study_name="resume", register="tune-best")
     assert len(third.study.trials) == 6 and third.best_trial.number == second.best_trial.number
     retrained = mlflow.MlflowClient().get_run(third.registered_run_id)
     assert retrained.data.tags["mlflow.parentRunId"] == first.parent_run_id
@@ -122,7 +120,7 @@ def test_diverging_trial_is_pruned_with_its_reason_and_the_study_goes_on(
         "  optim.lr: {type: float, low: 1e20, high: 1e21, log: true}\n"  # YAML reads 1e20 as a string
     )
     config = tiny_config(synth_root, TUNE, config=experiment)
-    result = tune(config, trials=2, study_name="absurd", progress=False)
+    result = tune_config(config, trials=2, study_name="absurd")
     assert len(result.study.trials) == 2 and result.best_trial is None
     child_runs = {int(r.data.tags["mnr.trial"]): r for r in children(result.parent_run_id)}
     for trial in result.study.trials:
@@ -143,7 +141,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(synth_root: Path) -> 
     config = tiny_config(
         synth_root, TUNE, "optim.name=sgd", "optim.momentum=0", model="baseline_cnn", search=space
     )
-    result = tune(config, trials=2, study_name="fails", progress=False)
+    result = tune_config(config, trials=2, study_name="fails")
     assert [t.state for t in result.study.trials] == [optuna.trial.TrialState.FAIL] * 2
     for trial in result.study.trials:
         assert "momentum" in trial.user_attrs["fail_reason"]

@@ -12,11 +12,11 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
-from conftest import children, tiny_config, tune_process
+from conftest import children, tiny_config, tune_config, tune_process
 
 from mnr.errors import MnrError
 from mnr.training import load_data
-from mnr.tuning import make_storage, parse_search_space, tune
+from mnr.tuning import StudySpec, make_storage, parse_search_space
 from mnr.tuning.objective import Objective
 from mnr.tuning.workers import SharedData
 
@@ -36,7 +36,7 @@ def _study(name: str) -> optuna.Study:
 
 
 def test_shared_data_is_one_copy_that_workers_map(synth_root: Path) -> None:
-    data = load_data(tiny_config(synth_root, model="baseline_cnn"), progress=False)
+    data = load_data(tiny_config(synth_root, model="baseline_cnn"))
     for folds in (False, True):
         shared, block = SharedData.create(data, folds=folds)
         try:
@@ -118,13 +118,12 @@ def test_a_killed_workers_trial_fails_and_the_study_resumes(synth_root: Path) ->
 
 
 def test_folds_2_gives_per_fold_scores_on_each_trials_run(synth_root: Path) -> None:
-    result = tune(
+    result = tune_config(
         tiny_config(synth_root, TUNE, model="baseline_cnn", search=SMALL_SPACE),
         trials=2,
         folds=2,
         study_name="cv2",
         pruner="none",
-        progress=False,
     )
     client = mlflow.MlflowClient()
     for trial in result.study.trials:
@@ -144,11 +143,10 @@ def test_folds_2_gives_per_fold_scores_on_each_trials_run(synth_root: Path) -> N
     assert parent["cv/val_acc_mean"] == pytest.approx(np.mean(best))
     assert parent["cv/val_acc_std"] == pytest.approx(np.std(best, ddof=1))
     with pytest.raises(MnrError, match="judges its trials by --folds 2"):
-        tune(
+        tune_config(
             tiny_config(synth_root, TUNE, model="baseline_cnn", search=SMALL_SPACE),
             trials=1,
             study_name="cv2",
-            progress=False,
         )
 
 
@@ -171,7 +169,7 @@ def test_folds_prune_a_config_in_the_fold_where_it_is_bad(
     fold 2 steps 3-4, so a config pruned at step 1 never reaches its second fold, and one
     pruned at step 3 has its first fold's score and stops in the second."""
     config = tiny_config(synth_root, TUNE, model="baseline_cnn", search=SMALL_SPACE)
-    data = load_data(config, progress=False)
+    data = load_data(config)
     study = optuna.create_study(direction="maximize", pruner=_PruneFrom(prune_from))
     with mlflow.start_run(run_name="parent") as parent:
         pass
@@ -180,9 +178,7 @@ def test_folds_prune_a_config_in_the_fold_where_it_is_bad(
         space=parse_search_space(config.search),
         data=data,
         parent=parent.info.run_id,
-        study_name="prune",
-        epochs=2,
-        folds=2,
+        study=StudySpec(name="prune", epochs=2, folds=2),
     )
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
@@ -198,10 +194,10 @@ def test_folds_prune_a_config_in_the_fold_where_it_is_bad(
 def test_bad_jobs_and_folds_are_refused(synth_root: Path) -> None:
     config = tiny_config(synth_root, TUNE, model="baseline_cnn")
     with pytest.raises(MnrError, match="--jobs must be a positive"):
-        tune(config, trials=1, jobs=0, progress=False)
+        tune_config(config, trials=1, jobs=0)
     with pytest.raises(MnrError, match="--folds must be at least 2"):
-        tune(config, trials=1, folds=-1, progress=False)
+        tune_config(config, trials=1, folds=-1)
     with pytest.raises(MnrError, match="only 8 training images; use fewer folds"):
-        tune(config, trials=1, folds=9, progress=False)
+        tune_config(config, trials=1, folds=9)
     with pytest.raises(MnrError, match="--save-weights"):
-        tune(config, trials=1, folds=2, save_weights=True, progress=False)
+        tune_config(config, trials=1, folds=2, save_weights=True)

@@ -39,16 +39,16 @@ one fold as the pruner's step (`folds`).
 The package, one idea per module: `space` (the search space and the trial's config), `storage`,
 `samplers` (sampler and pruner), `pruning` (the engine callback), `runs` (the Optuna-to-MLflow
 bridge), `objective` (one trial), `folds` (a cross-validated trial), `workers` (trials in
-worker processes), `report` (summary table, progress line, the parent run's record) and `study`
-(`tune` itself).
+worker processes), `report` (summary table, progress line, the parent run's record), `spec`
+(what a study is: `StudySpec`, made by `study_spec`) and `study` (`tune` itself).
 
 Example::
 
     from mnr.config import resolve_config
-    from mnr.tuning import tune
+    from mnr.tuning import study_spec, tune
 
     config = resolve_config(model="baseline_cnn")
-    result = tune(config, trials=30, study_name="lr-batch")
+    result = tune(config, study_spec(config, name="lr-batch", epochs=5), trials=30)
     print(result.best_trial.params, result.parent_run_id)
 """
 
@@ -59,6 +59,7 @@ from mnr.tuning.pruning import PruningCallback
 from mnr.tuning.report import format_summary
 from mnr.tuning.samplers import make_pruner, make_sampler
 from mnr.tuning.space import SearchParam, default_search_space, parse_search_space, trial_config
+from mnr.tuning.spec import StudySpec, study_spec
 from mnr.tuning.storage import describe_storage, make_storage
 from mnr.tuning.study import TuneResult, tune
 
@@ -66,6 +67,7 @@ __all__ = [
     "DEFAULT_TUNE_EPOCHS",
     "PruningCallback",
     "SearchParam",
+    "StudySpec",
     "TuneResult",
     "default_search_space",
     "describe_storage",
@@ -74,6 +76,7 @@ __all__ = [
     "make_sampler",
     "make_storage",
     "parse_search_space",
+    "study_spec",
     "trial_config",
     "tune",
 ]

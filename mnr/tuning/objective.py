@@ -34,6 +34,7 @@ from mnr.tuning.runs import (
     worker,
 )
 from mnr.tuning.space import SearchParam, trial_config
+from mnr.tuning.spec import StudySpec
 
 __all__ = ["TRIAL_SETTINGS", "Objective", "trial_name"]
 
@@ -45,13 +46,14 @@ TRIAL_SETTINGS: dict[str, Any] = {"tracking.system_metrics": False}
 
 @dataclass(frozen=True)
 class Objective:
-    """Train `config` with one trial's values for `epochs` epochs; return its best monitored value.
+    """Train `config` with one trial's values for `study.epochs` epochs; return its best
+    monitored value.
 
     Each trial is a child run of `parent` named by its number and values (`trial 007 lr=0.0194
     batch_size=16`, so that the UI's run list tells trials apart), on the already decoded
-    `data`, with a `PruningCallback`; `save_weights` keeps its checkpoints and logs its model.
-    With `folds` of 2 or more the trial is cross-validated (`mnr.tuning.folds`) and its value is
-    the folds' mean. `threads` sets each trial's torch threads (worker processes split the cores).
+    `data`, with a `PruningCallback`; `study.save_weights` keeps its checkpoints and logs its
+    model. With `study.folds` of 2 or more the trial is cross-validated (`mnr.tuning.folds`) and
+    its value is the folds' mean. `threads` sets each trial's torch threads (worker processes split the cores).
     A trial the pruner stopped, or whose loss diverged, is PRUNED (its run KILLED); an interrupt
     fails the trial and KILLs its run; any other error fails both. `stop` is set on Ctrl-C (in a
     worker process, instead of an immediate KeyboardInterrupt), and the trial ends at its next
@@ -62,10 +64,7 @@ class Objective:
     space: list[SearchParam]
     data: TrainingData
     parent: str
-    study_name: str
-    epochs: int
-    save_weights: bool = False
-    folds: int = 1
+    study: StudySpec
     threads: int | None = None
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -95,16 +94,16 @@ class Objective:
         cfg = trial_config(
             self.config,
             {**params, **settings},
-            epochs=self.epochs,
+            epochs=self.study.epochs,
             run_name=trial_name(trial.number, params),
-            log_model=self.config.tracking.log_model and self.save_weights,
+            log_model=self.config.tracking.log_model and self.study.save_weights,
         )
-        tags = {TRIAL_TAG: str(trial.number), STUDY_TAG: self.study_name, STATE_TAG: "RUNNING"}
-        if self.folds > 1:
+        tags = {TRIAL_TAG: str(trial.number), STUDY_TAG: self.study.name, STATE_TAG: "RUNNING"}
+        if self.study.folds > 1:
             scores = train_folds(
                 cfg,
                 self.data,
-                folds=self.folds,
+                folds=self.study.folds,
                 pruning=pruning,
                 parent=self.parent,
                 run_name=cfg.tracking.run_name or "",
@@ -114,7 +113,7 @@ class Objective:
             return scores.mean, scores.run_id, scores.steps
         # no progress lines and no evaluation beyond the per-epoch one; the weights are kept
         # (checkpoints, the best restored and logged) only when the study will use them
-        kept = [checkpoint_callback(cfg)] if self.save_weights else []
+        kept = [checkpoint_callback(cfg)] if self.study.save_weights else []
         result = run_training(
             cfg,
             self.data,

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial
 
 from mnr import tracking
-from mnr.config import DEFAULT_TUNE_EPOCHS, ExperimentConfig
+from mnr.config import ExperimentConfig
 from mnr.console import say
 from mnr.data import TrainingData
 from mnr.display import result_html, result_repr
@@ -43,9 +42,8 @@ from mnr.tuning.runs import (
     find_parent,
     parent_tags,
 )
-from mnr.tuning.samplers import make_pruner, make_sampler
 from mnr.tuning.space import parse_search_space, trial_config
-from mnr.tuning.storage import describe_storage, make_storage
+from mnr.tuning.spec import StudySpec, study_spec
 from mnr.tuning.workers import SharedData, WorkerSpec, default_jobs, run_workers, threads_per_worker
 
 __all__ = ["TuneResult", "tune"]
@@ -90,101 +88,71 @@ class TuneResult:
 
 def tune(
     config: ExperimentConfig,
+    study: StudySpec | None = None,
     *,
     trials: int | None,
-    epochs: int | None = None,
     timeout: float | None = None,
-    study_name: str | None = None,
-    storage: str | None = None,
     jobs: int | None = 1,
-    folds: int | None = None,
-    sampler: str = "tpe",
-    pruner: str = "median",
-    seed: int | None = 0,
     register: str | None = None,
-    save_weights: bool = False,
     progress: bool = True,
 ) -> TuneResult:
-    """Run (or resume) a study: add `trials` trials of `epochs` epochs each; see `mnr.tuning`.
+    """Run (or resume) the study `study` describes (None: `study_spec(config)`'s defaults):
+    add `trials` trials; see `mnr.tuning`.
 
-    `trials` is how many trials THIS call adds (None: until `timeout`); trials already in the
-    study are never rerun. `epochs` defaults to the config's `train.epochs`, at most
-    `DEFAULT_TUNE_EPOCHS`. `register` retrains the best config for the config's full
-    `train.epochs` and registers the model under that name. `save_weights` keeps each trial's
-    checkpoints and logs its model (off: trials write no weights).
-
-    `jobs` runs the trials in that many worker processes (`mnr.tuning.workers`; 1: in this
-    process; None: `default_jobs()`, what `mnr tune` uses). `folds` (2 or more) judges each
-    trial by cross-validation over that many folds (`mnr.tuning.folds`); a study keeps the fold
-    count it was created with.
+    `trials` is how many trials THIS call adds (None: until `timeout` seconds); trials already
+    in the study are never rerun. `jobs` runs them in that many worker processes
+    (`mnr.tuning.workers`; 1: in this process; None: `default_jobs()`, what `mnr tune` uses).
+    `register` retrains the best config for the config's full `train.epochs` and registers the
+    model under that name. A study keeps the fold count it was created with.
     """
+    study = study or study_spec(config)
     jobs = default_jobs() if jobs is None else jobs
     _check_limits(trials=trials, timeout=timeout, jobs=jobs)
-    if folds is not None:
-        check_folds(folds)
-    folds = folds or 1
-    if folds > 1 and save_weights:
-        raise MnrError(
-            "--save-weights keeps one model per trial, and a cross-validated trial trains one "
-            "per fold; leave out --save-weights (--register retrains the best config)"
-        )
     space = parse_search_space(config.search)
-    tune_epochs = _trial_epochs(config, epochs)
-    study_name = study_name or f"mnr-{config.model.name}"
-    the_sampler, the_pruner = make_sampler(sampler, seed), make_pruner(pruner, tune_epochs)
-    trial_config(config, {}, epochs=tune_epochs)  # a bad config fails before the data is decoded
+    trial_config(config, {}, epochs=study.epochs)  # a bad config fails before the data is decoded
     # an unreachable tracking server fails here, before the data is decoded
     tracking.configure_tracking(check=True)
     data = load_data(config, progress=progress)
-    if folds > 1:
-        check_folds(folds, data.folder.labels)
-    optuna_storage = make_storage(storage, study_name)
-    storage_text = describe_storage(storage, study_name)
-    study, created = _open_study(
-        study_name=study_name,
-        storage=optuna_storage,
-        sampler=the_sampler,
-        pruner=the_pruner,
-        direction=_direction(config),
+    if study.folds > 1:
+        check_folds(study.folds, data.folder.labels)
+    storage_text = study.describe_storage()
+    storage = study.open_storage()
+    optuna_study, created = _open_study(study, storage, direction=_direction(config))
+    _check_study_folds(optuna_study, study.folds, created=created, study_name=study.name)
+    found = find_parent(
+        optuna_study, created, config, study_name=study.name, storage_text=storage_text
     )
-    _check_study_folds(study, folds, created=created, study_name=study_name)
-    found = find_parent(study, created, config, study_name=study_name, storage_text=storage_text)
     with tracking.tracked_run(
         experiment=config.tracking.experiment,
-        run_name=study_name,
-        tags=parent_tags(config, study_name=study_name, storage_text=storage_text, space=space),
+        run_name=study.name,
+        tags=parent_tags(config, study_name=study.name, storage_text=storage_text, space=space),
         run_id=found,
         description=(
-            f"Optuna study {study_name} of {config.model.name} ({storage_text}): "
+            f"Optuna study {study.name} of {config.model.name} ({storage_text}): "
             + "; ".join(p.describe() for p in space)
-            + f"; {tune_epochs} epochs per trial"
-            + (f" on each of {folds} folds" if folds > 1 else "")
+            + f"; {study.epochs} epochs per trial"
+            + (f" on each of {study.folds} folds" if study.folds > 1 else "")
             + ", each trial a child run."
         ),
         source="mnr tune",
         system_metrics=config.tracking.system_metrics,  # the study's, not each trial's
     ) as parent:
-        study.set_user_attr(PARENT_ATTR, parent)
-        if not isinstance(optuna_storage, optuna.storages.RDBStorage):  # an RDB has heartbeats
-            fail_trials_of_dead_workers(study, experiment=config.tracking.experiment, parent=parent)
+        optuna_study.set_user_attr(PARENT_ATTR, parent)
+        if not isinstance(storage, optuna.storages.RDBStorage):  # an RDB has heartbeats
+            fail_trials_of_dead_workers(
+                optuna_study, experiment=config.tracking.experiment, parent=parent
+            )
         objective = Objective(
             config=config,
             space=space,
             data=data,
             parent=parent,
-            study_name=study_name,
-            epochs=tune_epochs,
-            save_weights=save_weights,
-            folds=folds,
+            study=study,
             threads=threads_per_worker(jobs, config.train.threads) if jobs > 1 else None,
         )
-        runner = (
-            _in_process
-            if jobs == 1
-            else _in_workers(jobs=jobs, storage=storage, sampler=sampler, pruner=pruner, seed=seed)
-        )
+        runner = _in_process if jobs == 1 else _in_workers(jobs)
         best, registered = _run_study(
-            study,
+            optuna_study,
             objective,
             runner,
             trials=trials,
@@ -193,11 +161,11 @@ def tune(
             progress=progress,
         )
     return TuneResult(
-        study=study,
+        study=optuna_study,
         parent_run_id=parent,
         best_trial=best,
         registered_run_id=registered,
-        study_name=study_name,
+        study_name=study.name,
         storage=storage_text,
     )
 
@@ -227,52 +195,40 @@ def _check_study_folds(study: optuna.Study, folds: int, *, created: bool, study_
         )
 
 
-def _trial_epochs(config: ExperimentConfig, epochs: int | None) -> int:
-    """Epochs per trial: `epochs`, else the config's own, at most `DEFAULT_TUNE_EPOCHS`."""
-    tune_epochs = epochs if epochs is not None else min(config.train.epochs, DEFAULT_TUNE_EPOCHS)
-    if tune_epochs < 1:
-        raise MnrError(f"--epochs must be at least 1, got {tune_epochs}")
-    return tune_epochs
-
-
 def _direction(config: ExperimentConfig) -> str:
     return Monitor(config.train.monitor, config.train.monitor_mode).direction
 
 
 def _open_study(
-    *,
-    study_name: str,
-    storage: optuna.storages.BaseStorage,
-    sampler: BaseSampler,
-    pruner: optuna.pruners.BasePruner,
-    direction: str,
+    study: StudySpec, storage: optuna.storages.BaseStorage, *, direction: str
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it if it exists; True when this process created it.
 
     Creation is atomic in every Optuna storage (one wins, the others get DuplicatedStudyError),
     which is what decides, among processes started together, who creates the MLflow parent run.
     """
+    sampler, pruner = study.new_sampler(), study.new_pruner()
     try:
-        study = optuna.create_study(
-            study_name=study_name,
+        created = optuna.create_study(
+            study_name=study.name,
             storage=storage,
             sampler=sampler,
             pruner=pruner,
             direction=direction,
             load_if_exists=False,
         )
-        return study, True
+        return created, True
     except optuna.exceptions.DuplicatedStudyError:
         pass
-    study = optuna.load_study(
-        study_name=study_name, storage=storage, sampler=sampler, pruner=pruner
+    loaded = optuna.load_study(
+        study_name=study.name, storage=storage, sampler=sampler, pruner=pruner
     )
-    if len(study.directions) != 1 or study.direction.name.lower() != direction:
+    if len(loaded.directions) != 1 or loaded.direction.name.lower() != direction:
         raise MnrError(
-            f"study {study_name!r} exists and optimises {[d.name.lower() for d in study.directions]}, but "
+            f"study {study.name!r} exists and optimises {[d.name.lower() for d in loaded.directions]}, but "
             f"train.monitor_mode asks to {direction}; use another --study-name"
         )
-    return study, False
+    return loaded, False
 
 
 def _in_process(
@@ -293,9 +249,7 @@ def _in_process(
     )
 
 
-def _in_workers(
-    *, jobs: int, storage: str | None, sampler: str, pruner: str, seed: int | None
-) -> Runner:
+def _in_workers(jobs: int) -> Runner:
     """Run the trials in `jobs` worker processes that share the decoded data (`--jobs N`)."""
 
     def run(
@@ -306,19 +260,12 @@ def _in_workers(
         timeout: float | None,
         shown: TrialProgress | None,
     ) -> None:
-        shared, block = SharedData.create(objective.data, folds=objective.folds > 1)
+        shared, block = SharedData.create(objective.data, folds=objective.study.folds > 1)
         try:
             spec = WorkerSpec(
                 config=objective.config,
-                study_name=objective.study_name,
-                storage=storage,
-                sampler=sampler,
-                pruner=pruner,
-                seed=seed,
-                epochs=objective.epochs,
-                folds=objective.folds,
+                study=objective.study,
                 parent=objective.parent,
-                save_weights=objective.save_weights,
                 threads=objective.threads or 1,
                 deadline=None if timeout is None else time.time() + timeout,
                 data=shared,
@@ -379,14 +326,14 @@ def _register_best(
     """Retrain the best trial's config and register it; the parent run records the new run."""
     if best is None:
         raise MnrError(
-            f"study {objective.study_name!r} has no completed trial; nothing to register"
+            f"study {objective.study.name!r} has no completed trial; nothing to register"
         )
     retrained = _retrain_best(
         objective.config,
         best,
         data=objective.data,
         parent=objective.parent,
-        study_name=objective.study_name,
+        study_name=objective.study.name,
         register=register,
         progress=progress,
     )

@@ -40,6 +40,7 @@ from mnr.config import ExperimentConfig
 from mnr.console import note
 from mnr.data import TrainingData
 from mnr.errors import MnrError
+from mnr.tuning.spec import StudySpec
 
 __all__ = ["SharedData", "WorkerSpec", "default_jobs", "run_workers", "threads_per_worker"]
 
@@ -123,15 +124,8 @@ class WorkerSpec:
     """Everything a worker needs to rebuild the study and its objective (all picklable)."""
 
     config: ExperimentConfig
-    study_name: str
-    storage: str | None
-    sampler: str
-    pruner: str
-    seed: int | None
-    epochs: int
-    folds: int
+    study: StudySpec
     parent: str
-    save_weights: bool
     threads: int
     deadline: float | None  # time.time() after which no trial starts
     data: SharedData
@@ -244,9 +238,7 @@ def _work(spec: WorkerSpec, tickets: Any) -> None:
     import torch
 
     from mnr.tuning.objective import Objective
-    from mnr.tuning.samplers import make_pruner, make_sampler
     from mnr.tuning.space import parse_search_space
-    from mnr.tuning.storage import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(spec.threads)
@@ -263,20 +255,17 @@ def _work(spec: WorkerSpec, tickets: Any) -> None:
     data, block = spec.data.attach()
     try:
         study = optuna.load_study(
-            study_name=spec.study_name,
-            storage=make_storage(spec.storage, spec.study_name),
-            sampler=make_sampler(spec.sampler, spec.seed),
-            pruner=make_pruner(spec.pruner, spec.epochs),
+            study_name=spec.study.name,
+            storage=spec.study.open_storage(),
+            sampler=spec.study.new_sampler(),
+            pruner=spec.study.new_pruner(),
         )
         objective = Objective(
             config=spec.config,
             space=parse_search_space(spec.config.search),
             data=data,
             parent=spec.parent,
-            study_name=spec.study_name,
-            epochs=spec.epochs,
-            save_weights=spec.save_weights,
-            folds=spec.folds,
+            study=spec.study,
             threads=spec.threads,
             stop=stop,
         )
