@@ -29,7 +29,8 @@ from torch import nn
 
 from mnr.config import ExperimentConfig, experiment_path, resolve_config
 from mnr.data.layout import FigureLayout
-from mnr.engine import FitContext, seed_everything, train_one_epoch
+from mnr.device import seed_everything
+from mnr.engine import FitContext, train_one_epoch
 from mnr.optim import make_optimizer
 from mnr.training import build_model
 

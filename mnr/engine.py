@@ -12,9 +12,7 @@ per-step host synchronisation beyond the finite-loss check (free on CPU, batched
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from torch import nn
 
 from mnr.checkpoint import model_state
 from mnr.config import ExperimentConfig, to_dict
+from mnr.device import autocast, resolve_device, seed_everything
 from mnr.errors import MnrError
 from mnr.optim import make_optimizer, make_scheduler, restore_scheduler
 from mnr.transforms import augment_batch, to_model_input
@@ -39,8 +38,6 @@ __all__ = [
     "evaluate",
     "fit",
     "predict_logits",
-    "resolve_device",
-    "seed_everything",
     "train_one_epoch",
 ]
 
@@ -143,43 +140,6 @@ class FitResult:
     final_metrics: dict[str, float] = field(default_factory=dict)  # FitContext.final_metrics
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; naming an unavailable device is a user error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device(
-                "cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
-            )
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MnrError("train.device=cuda but no CUDA GPU is available; use train.device=auto")
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise MnrError("train.device=mps but MPS is not available; use train.device=auto")
-    return torch.device(name)
-
-
-def seed_everything(seed: int, *, deterministic: bool = False) -> None:
-    """Seed torch and numpy; with `deterministic`, also force deterministic kernels."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA (bf16 where supported), a no-op elsewhere."""
-    if not enabled or device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
 def _input_norm(model: nn.Module) -> tuple[Sequence[float], Sequence[float]]:
     raw = getattr(model, "module", model)
     cfg = getattr(raw, "input_config", None)
@@ -280,7 +240,7 @@ def train_one_epoch(
         )
         x = augment_batch(x, train_cfg.augment, generator=ctx.generator)
         y = labels.index_select(0, rows.to(labels.device)).to(ctx.device, non_blocking=True)
-        with _autocast(ctx.device, train_cfg.amp):
+        with autocast(ctx.device, train_cfg.amp):
             logits = model(x)
             loss = criterion(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -342,7 +302,7 @@ def predict_logits(
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device, non_blocking=True)
         x = to_model_input(batch, mean=mean, std=std, channels_last=channels_last)
-        with _autocast(device, device.type == "cuda"):
+        with autocast(device, device.type == "cuda"):
             outputs.append(model(x).float().cpu())
     model.train(was_training)
     if not outputs:

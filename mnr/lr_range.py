@@ -41,7 +41,7 @@ from mnr.config import ExperimentConfig
 from mnr.console import note
 from mnr.console import progress as progress_bar
 from mnr.data import TrainingData
-from mnr.engine import resolve_device, seed_everything
+from mnr.device import resolve_device, seed_everything
 from mnr.errors import MnrError
 from mnr.optim import make_optimizer
 from mnr.training import build_model, load_data

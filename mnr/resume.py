@@ -18,7 +18,8 @@ from typing import Any
 
 from mnr import settings, tracking
 from mnr.checkpoint import load_checkpoint
-from mnr.config import ExperimentConfig, check_config, from_dict, get_dotted, set_dotted, to_dict
+from mnr.coerce import from_dict
+from mnr.config import ExperimentConfig, check_config, get_dotted, set_dotted, to_dict
 from mnr.errors import MnrError
 
 __all__ = ["CHANGEABLE", "Resume", "load_resume", "resume_config"]

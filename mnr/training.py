@@ -26,9 +26,10 @@ from mnr.config import ExperimentConfig
 from mnr.console import note
 from mnr.data import TrainingData, load_training_data
 from mnr.data.layout import FigureLayout
+from mnr.device import resolve_device, seed_everything
 from mnr.display import result_html, result_repr
 from mnr.distributed import is_main_process
-from mnr.engine import Callback, fit, resolve_device, seed_everything
+from mnr.engine import Callback, fit
 from mnr.errors import MnrError
 from mnr.models import create_model, import_model_module, is_model, takes_in_chans
 from mnr.monitor import Monitor

@@ -27,7 +27,7 @@ from torch import nn
 
 from mnr.config import ExperimentConfig
 from mnr.data.layout import FigureLayout
-from mnr.engine import seed_everything
+from mnr.device import seed_everything
 from mnr.training import build_model
 
 

@@ -20,7 +20,8 @@ from speed_harness import load_average, log, seed_config
 from mnr.data import scan_folder
 from mnr.data.images import decode_png
 from mnr.data.parallel import map_images
-from mnr.engine import predict_logits, seed_everything
+from mnr.device import seed_everything
+from mnr.engine import predict_logits
 from mnr.training import build_model
 
 

@@ -25,7 +25,7 @@ from speed_harness import EngineRun, alternate, load_average, log, median, seed_
 
 from mnr.config import ExperimentConfig
 from mnr.data import resolve_data, scan_folder, stratified_split
-from mnr.engine import seed_everything
+from mnr.device import seed_everything
 from mnr.training import build_model
 
 

@@ -24,7 +24,8 @@ from speed_harness import load_average, log, median, seed_config
 
 from mnr.config import ExperimentConfig
 from mnr.data.layout import FigureLayout
-from mnr.engine import Callback, FitContext, fit, seed_everything
+from mnr.device import seed_everything
+from mnr.engine import Callback, FitContext, fit
 from mnr.training import build_model
 
 

@@ -139,7 +139,7 @@ def predict_model_on_folder(
             partial(decode_png, size=size, layout=layout), image_set, workers=workers
         )
     try:
-        from mnr.engine import resolve_device
+        from mnr.device import resolve_device
 
         predictor = predictor_from_files(
             files,

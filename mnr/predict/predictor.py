@@ -336,7 +336,7 @@ def load_predictor(
     exist, a store that does not answer, or a model that is not an mnr predictor (the raw torch
     module, logged as ``MODEL-torch``) is an `MnrError` saying what to do.
     """
-    from mnr.engine import resolve_device
+    from mnr.device import resolve_device
 
     resolved = resolve_device(device) if device is not None else None
     checkpoint = checkpoint_path(model_uri)

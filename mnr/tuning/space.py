@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 import optuna
 
-from mnr.config import ExperimentConfig, coerce, field_type, from_dict, set_dotted, to_dict
+from mnr.coerce import coerce, from_dict
+from mnr.config import ExperimentConfig, field_type, set_dotted, to_dict
 from mnr.errors import MnrError
 
 __all__ = ["SearchParam", "default_search_space", "parse_search_space", "trial_config"]
