@@ -16,6 +16,7 @@ import time
 from mlflow.entities import Metric
 
 from mnr.engine import Callback, FitContext
+from mnr.interrupts import interrupts_deferred
 from mnr.tracking.store import client
 
 __all__ = ["MlflowLogger"]
@@ -51,7 +52,8 @@ class MlflowLogger(Callback):
                 if key in epoch and step not in logged
             ]
         for start in range(0, len(missing), 1000):  # MLflow's per-batch limit
-            self._client.log_batch(self.run_id, metrics=missing[start : start + 1000])
+            with interrupts_deferred():
+                self._client.log_batch(self.run_id, metrics=missing[start : start + 1000])
 
     def on_epoch_end(self, ctx: FitContext, metrics: dict[str, float]) -> None:
         if not ctx.is_main:
@@ -62,4 +64,5 @@ class MlflowLogger(Callback):
             for key, value in metrics.items()
             if key != "epoch"
         ]
-        self._client.log_batch(self.run_id, metrics=batch)
+        with interrupts_deferred():  # a Ctrl-C mid-transaction would leave the store locked
+            self._client.log_batch(self.run_id, metrics=batch)

@@ -13,6 +13,7 @@ import optuna
 from mnr import tracking
 from mnr.engine import Callback, FitContext
 from mnr.errors import MnrError
+from mnr.interrupts import interrupts_deferred
 from mnr.monitor import Monitor
 from mnr.tuning.runs import RUN_ATTR
 
@@ -63,9 +64,11 @@ class PruningCallback(Callback):
         value = float(metrics[self.monitor])
         self.last_value = value
         step = self.step_offset + ctx.epoch
-        self.trial.report(value, step)
         last_step = self.last_step if self.last_step is not None else ctx.config.train.epochs
-        if step < last_step and self.trial.should_prune():  # stopping at the end saves nothing
+        with interrupts_deferred():  # the report is a write to the study's storage
+            self.trial.report(value, step)
+            prune = step < last_step and self.trial.should_prune()  # at the end it saves nothing
+        if prune:
             raise optuna.TrialPruned(f"pruned at {self._where(ctx)}: {self.monitor}={value:.4f}")
 
     def _where(self, ctx: FitContext) -> str:
