@@ -190,9 +190,11 @@ def run_training(
 
     `callbacks=None` is `default_callbacks(config, data)`. `record` says how MLflow records the
     run (`None`: not at all; a caller may still log through its own callbacks). `resume`
-    (`mnr.resume.load_resume`) continues its checkpoint in the same run; `config` is then
-    `resume.config`, the run's own, changed only where `load_resume` allowed.
+    (`mnr.resume.load_resume`) continues its checkpoint in the same run, with `resume.config` in
+    place of `config`: the run's own, changed only where `load_resume` allowed.
     """
+    if resume is not None:
+        config = resume.config
     if callbacks is None:
         callbacks = default_callbacks(config, data)
     if tuple(data.input_size) != tuple(config.data.input_size):
