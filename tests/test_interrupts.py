@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
 
 import pytest
 
 from mnr.interrupts import interrupts_as_keyboard, interrupts_deferred
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_raises() -> Iterator[None]:
+    """Python's own Ctrl-C handler, whatever the test runner's process had (xdist workers may
+    ignore SIGINT); put back afterwards."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 def test_sigterm_is_a_keyboard_interrupt_inside_the_block_only() -> None:

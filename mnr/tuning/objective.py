@@ -53,7 +53,8 @@ class Objective:
     batch_size=16`, so that the UI's run list tells trials apart), on the already decoded
     `data`, with a `PruningCallback`; `study.save_weights` keeps its checkpoints and logs its
     model. With `study.folds` of 2 or more the trial is cross-validated (`mnr.tuning.folds`) and
-    its value is the folds' mean. `threads` sets each trial's torch threads (worker processes split the cores).
+    its value is the folds' mean. `threads` sets each trial's torch threads (worker processes
+    split the cores).
     A trial the pruner stopped, or whose loss diverged, is PRUNED (its run KILLED); an interrupt
     fails the trial and KILLs its run; any other error fails both. `stop` is set on Ctrl-C (in a
     worker process, instead of an immediate KeyboardInterrupt), and the trial ends at its next
