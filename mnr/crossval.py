@@ -50,7 +50,7 @@ from mnr.config import ExperimentConfig, to_dict
 from mnr.console import say
 from mnr.crossval_report import CvResult, FoldRun, fold_summary, log_cv, log_ensemble, oof_table
 from mnr.data import TrainingData
-from mnr.data.split import kfold_indices
+from mnr.data.split import check_fold_sizes, kfold_indices
 from mnr.errors import MnrError
 from mnr.monitor import best_name
 from mnr.resume import load_resume
@@ -234,11 +234,7 @@ def cross_validate(
     tracking.configure_tracking(check=True)
     data = load_data(config, progress=progress)
     labels = data.folder.labels
-    counts = np.bincount(labels)
-    if counts[counts > 0].min() < folds:
-        raise MnrError(
-            f"--folds {folds}: some key has only {counts[counts > 0].min()} training images; use fewer folds"
-        )
+    check_fold_sizes(labels, folds)
     key = _cv_key(config, data, folds=folds, repeats=repeats)
     found = tracking.find_runs(
         experiment=config.tracking.experiment, tags={ROLE_TAG: "cv", KEY_TAG: key}, max_results=1

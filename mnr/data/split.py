@@ -12,7 +12,7 @@ import numpy as np
 
 from mnr.errors import MnrError
 
-__all__ = ["kfold_indices", "stratified_split"]
+__all__ = ["check_fold_sizes", "kfold_indices", "stratified_split"]
 
 
 def _by_class(labels: Sequence[int] | np.ndarray, seed: int) -> list[np.ndarray]:
@@ -43,6 +43,17 @@ def stratified_split(
         val.append(members[:n_val])
         train.append(members[n_val:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def check_fold_sizes(labels: Sequence[int] | np.ndarray, folds: int) -> None:
+    """Refuse `folds` that would leave some key out of a fold: a key with fewer images than folds
+    (`mnr cv --folds` and `mnr tune --folds` both ask this before training)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    fewest = int(counts[counts > 0].min())
+    if fewest < folds:
+        raise MnrError(
+            f"--folds {folds}: some key has only {fewest} training images; use fewer folds"
+        )
 
 
 def kfold_indices(

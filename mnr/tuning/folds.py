@@ -32,7 +32,7 @@ from mnr import tracking
 from mnr.config import ExperimentConfig
 from mnr.crossval_report import fold_summary
 from mnr.data import TrainingData
-from mnr.data.split import kfold_indices
+from mnr.data.split import check_fold_sizes, kfold_indices
 from mnr.errors import MnrError
 from mnr.monitor import Monitor
 from mnr.training import run_training, stopping_callbacks
@@ -70,12 +70,7 @@ def check_folds(folds: int, data_labels: np.ndarray | None = None) -> None:
     if folds < 2:
         raise MnrError(f"--folds must be at least 2 (or leave it out for one split), got {folds}")
     if data_labels is not None:
-        counts = np.bincount(data_labels)
-        fewest = int(counts[counts > 0].min())
-        if fewest < folds:
-            raise MnrError(
-                f"--folds {folds}: some key has only {fewest} training images; use fewer folds"
-            )
+        check_fold_sizes(data_labels, folds)
 
 
 def train_folds(
