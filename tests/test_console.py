@@ -240,6 +240,7 @@ def test_a_one_trial_study_notes_the_skipped_plot_in_one_line(synth_root: Path) 
         "values\n" in result.output
     )
     assert [str(w.message) for w in caught if f"{os.sep}mnr{os.sep}" in w.filename] == []
+    assert "\nbest: trial 0 val/acc=" in result.output  # the study's monitor, from its result
 
 
 def test_mnr_speaks_through_the_console_not_python_warnings() -> None:

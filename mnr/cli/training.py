@@ -289,10 +289,7 @@ def tune_cmd(
         sys.exit(1)
     best = result.best_trial
     params = ", ".join(f"{k}={v}" for k, v in best.params.items())
-    monitor = api.experiment_config(
-        model=model, config=config_file, overrides=overrides
-    ).train.monitor
-    click.echo(f"best: trial {best.number} {monitor}={best.value:.4f} ({params})")
+    click.echo(f"best: trial {best.number} {result.monitor}={best.value:.4f} ({params})")
     if result.registered_run_id:
         click.echo(f"retrained and registered as {register!r}: run {result.registered_run_id}")
 

@@ -59,6 +59,7 @@ class TuneResult:
     registered_run_id: str | None = None
     study_name: str = ""
     storage: str = ""
+    monitor: str = "val/acc"  # the metric a trial's value is the best of (`train.monitor`)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -167,6 +168,7 @@ def tune(
         registered_run_id=registered,
         study_name=study.name,
         storage=storage_text,
+        monitor=config.train.monitor,
     )
 
 
