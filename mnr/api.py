@@ -66,17 +66,28 @@ def experiment_config(
     *,
     model: str | None = None,
     config: str | os.PathLike | None = None,
+    model_module: str | None = None,
+    data: str | os.PathLike | None = None,
+    seed: int | None = None,
+    experiment: str | None = None,
     options: Mapping[str, Any] | None = None,
     overrides: Overrides | None = None,
 ) -> ExperimentConfig:
     """The config a call trains with: the YAML (`config`, else `model`'s shipped one, else
-    `baseline_cnn`'s) < `options` (dotted key -> value; None = not given) < `overrides`."""
+    `baseline_cnn`'s) < the options (`model_module`, `data`, `seed` and `experiment`, which
+    every call takes, and `options`, dotted key -> value; None = not given) < `overrides`."""
     from mnr.config import resolve_config
 
+    common = {
+        "model.module": model_module,
+        "data.path": None if data is None else str(data),
+        "train.seed": seed,
+        "tracking.experiment": experiment,
+    }
     return resolve_config(
         model=model or (None if config else DEFAULT_MODEL),
         config=config,
-        options=dict(options or {}),
+        options={**common, **(options or {})},
         overrides=overrides or (),
     )
 
@@ -222,16 +233,9 @@ def tune(
     (`mnr.tuning.study_spec`) or how much of it to run (`mnr.tuning.tune`).
     """
     resolved = experiment_config(
-        model=model,
-        config=config,
-        options={
-            "model.module": model_module,
-            "data.path": None if data is None else str(data),
-            "train.seed": seed,
-            "tracking.experiment": experiment,
-        },
-        overrides=overrides,
-    )
+        model=model, config=config, model_module=model_module, data=data, seed=seed,
+        experiment=experiment, overrides=overrides,
+    )  # fmt: skip
     with _quiet():
         import optuna
 
@@ -274,17 +278,9 @@ def cv(
     predictions, the folds' ensemble (registered as `register` when given). Calling it again
     continues it: finished folds are kept. Returns the `CvResult`."""
     resolved = experiment_config(
-        model=model,
-        config=config,
-        options={
-            "model.module": model_module,
-            "data.path": None if data is None else str(data),
-            "train.epochs": epochs,
-            "train.seed": seed,
-            "tracking.experiment": experiment,
-        },
-        overrides=overrides,
-    )
+        model=model, config=config, model_module=model_module, data=data, seed=seed,
+        experiment=experiment, options={"train.epochs": epochs}, overrides=overrides,
+    )  # fmt: skip
     with _quiet():
         from mnr.crossval import cross_validate
 
@@ -312,17 +308,9 @@ def lr_find(
     `steps` mini-batches while the lr grows from `start_lr` to `end_lr`, logged to one MLflow
     run. Returns the `LrFindResult`: `.suggestion`, `.lrs`, `.losses`, `.plot()`."""
     resolved = experiment_config(
-        model=model,
-        config=config,
-        options={
-            "model.module": model_module,
-            "data.path": None if data is None else str(data),
-            "train.batch_size": batch_size,
-            "train.seed": seed,
-            "tracking.experiment": experiment,
-        },
-        overrides=overrides,
-    )
+        model=model, config=config, model_module=model_module, data=data, seed=seed,
+        experiment=experiment, options={"train.batch_size": batch_size}, overrides=overrides,
+    )  # fmt: skip
     with _quiet():
         from mnr.lr_range import lr_find as sweep
 
