@@ -166,10 +166,10 @@ def log_predictor(
     state; the input config (layout, input size, channels, classes) is stored once, in the
     MLmodel, and both the decode and the models are built from it. A model from a user's
     ``.py`` file carries a copy of that file, so the predictor loads on machines where the
-    original path does not exist. The input example is a
-    base64 PNG of the models' own layout, so MLflow's check of the example at logging time
-    proves the served request format works. Requirements are explicit: inferring them would
-    import the model in a subprocess and cost seconds.
+    original path does not exist. The input example is a base64 PNG of the models' own layout,
+    so MLflow's check of the example at logging time proves the served request format works.
+    Requirements are explicit: inferring them would import the model in a subprocess and cost
+    seconds.
     """
     import mlflow.pyfunc
     import numpy as np

@@ -3,10 +3,10 @@
 Per-epoch metrics are logged synchronously, one `log_batch` per epoch (a few ms on a local
 store). MLflow's asynchronous logging was tried and dropped: once its queue has been used, every
 `mlflow.flush_async_logging()` (one per run end) waits up to a second for the idle logging
-thread (MLflow 3.x, `AsyncLoggingQueue.flush`), which cost a 30-trial study about a minute. A
-module of its own because it needs the
-engine, and with it torch, which the rest of `mnr.tracking` (used by `mnr predict` before torch
-is imported) does not.
+thread (MLflow 3.x, `AsyncLoggingQueue.flush`), which cost a 30-trial study about a minute.
+
+A module of its own because it needs the engine, and with it torch, which the rest of
+`mnr.tracking` (used by `mnr predict` before torch is imported) does not.
 """
 
 from __future__ import annotations

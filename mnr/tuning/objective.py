@@ -1,8 +1,9 @@
 """The objective: one trial is one engine run of the config with the trial's values set.
 
 `Objective` is what `study.optimize` calls, once per trial, in the command's process or in each
-worker process of `--jobs` (it holds no per-trial state). It records how each trial ended on both sides, the trial's
-user attrs and its MLflow run, in one place: `_ending` says which end an exception means.
+worker process of `--jobs` (it holds no per-trial state). It records how each trial ended on
+both sides, the trial's user attrs and its MLflow run, in one place: `_ending` says which end
+an exception means.
 """
 
 from __future__ import annotations

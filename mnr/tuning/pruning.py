@@ -25,7 +25,8 @@ class PruningCallback(Callback):
 
     Raises `optuna.TrialPruned` from `on_epoch_end` at once, which ends the engine's fit like
     any error (callbacks get `on_fit_end`); the objective turns it into a PRUNED trial. `stop`,
-    an event set on Ctrl-C, makes trials in worker threads stop at their next epoch too.
+    an event set on Ctrl-C or SIGTERM, ends the trial at its next epoch: how a tuning worker
+    process is interrupted (`mnr.tuning.workers`).
     """
 
     def __init__(

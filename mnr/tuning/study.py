@@ -370,5 +370,6 @@ def _retrain_best(
 
 
 def _install_interrupts(stop: threading.Event) -> contextlib.AbstractContextManager[None]:
-    """Ctrl-C and SIGTERM set `stop` (worker threads end at their next epoch) and interrupt."""
+    """Ctrl-C and SIGTERM interrupt, and set `stop`, which `PruningCallback` checks every epoch:
+    the running trial ends at its next epoch even if a library swallowed the interrupt."""
     return interrupts_as_keyboard((signal.SIGINT, signal.SIGTERM), on_signal=stop.set)

@@ -14,9 +14,10 @@ under the one parent run, pruning, states and reasons.
 
 Interrupts: Ctrl-C reaches every process of the terminal's group, and a SIGTERM to the parent is
 passed on to the workers; each ends its running trial at the trial's next epoch and records it
-as interrupted, as one process does, and the parent waits for them before it re-raises. A worker that dies (SIGKILL, out of memory)
-leaves its trial RUNNING; the parent fails that trial and its run as soon as it sees the worker
-gone, and the other workers go on. A worker whose parent is killed interrupts itself.
+as interrupted, as one process does, and the parent waits for them before it re-raises. A
+worker that dies (SIGKILL, out of memory) leaves its trial RUNNING; the parent fails that trial
+and its run as soon as it sees the worker gone, and the other workers go on. A worker whose
+parent is killed interrupts itself.
 """
 
 from __future__ import annotations
