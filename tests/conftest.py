@@ -30,6 +30,12 @@ from mnr.tuning import TuneResult, study_spec, tune
 # The overrides of a tiny run, one that takes seconds: small images, one validation batch, no
 # logged model (tests that need one add tracking.log_model=true after these; later values win).
 TINY = ("data.input_size=[32,32]", "train.eval_batch_size=64", "tracking.log_model=false")
+TUNE = "tracking.experiment=tune"  # the tuning tests' experiment
+# a search space small enough for a few tiny trials
+SMALL_SPACE = {
+    "optim.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+    "train.batch_size": {"type": "categorical", "choices": [4, 8]},
+}
 
 
 class InterruptAfter(Callback):
@@ -52,7 +58,7 @@ def tune_process(synth_root: Path, study: str, *options: str) -> subprocess.Pope
     """`mnr tune` on the tiny set in a child process (experiment `tune`, `TINY`'s overrides),
     its output merged into stdout."""
     command = [sys.executable, "-m", "mnr", "tune", "--data", str(synth_root)]
-    command += ["--study-name", study, *options, *cli_overrides(*TINY, "tracking.experiment=tune")]
+    command += ["--study-name", study, *options, *cli_overrides(*TINY, TUNE)]
     return subprocess.Popen(
         command,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},

@@ -12,7 +12,7 @@ import mlflow
 import optuna
 import pytest
 from click.testing import CliRunner
-from conftest import TINY, children, tiny_config, tune_config, tune_process
+from conftest import SMALL_SPACE, TINY, TUNE, children, tiny_config, tune_config, tune_process
 
 from mnr.cli import main
 from mnr.errors import MnrError
@@ -27,12 +27,7 @@ from mnr.tuning import (
     parse_search_space,
 )
 
-TUNE = "tracking.experiment=tune"
 TUNE_TINY = [*TINY, TUNE]
-SMALL_SPACE = {
-    "optim.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
-    "train.batch_size": {"type": "categorical", "choices": [4, 8]},
-}
 
 
 def runs(filter_string: str) -> list:

@@ -12,19 +12,13 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
-from conftest import children, tiny_config, tune_config, tune_process
+from conftest import SMALL_SPACE, TUNE, children, tiny_config, tune_config, tune_process
 
 from mnr.errors import MnrError
 from mnr.training import load_data
 from mnr.tuning import StudySpec, make_storage, parse_search_space
 from mnr.tuning.objective import Objective
 from mnr.tuning.workers import SharedData
-
-TUNE = "tracking.experiment=tune"
-SMALL_SPACE = {
-    "optim.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
-    "train.batch_size": {"type": "categorical", "choices": [4, 8]},
-}
 
 
 def _tune_process(synth_root: Path, study: str, *options: str) -> subprocess.Popen:
