@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from conftest import TINY, InterruptAfter, cli_overrides, tiny_config, torch_model_uri, train
 
 from mnr.cli import main
-from mnr.config import DEFAULT_INPUT_SIZE, AugmentConfig, resolve_config
+from mnr.config import DEFAULT_INPUT_SIZE, AugmentConfig, ExperimentConfig, resolve_config
 from mnr.engine import DivergedError
 from mnr.errors import MnrError
 from mnr.models import create_model
@@ -184,6 +185,40 @@ def test_the_target_stops_a_run(synth_root: Path) -> None:
     )
     result = train(config)
     assert len(result.history) == 1 and result.stop_reason == "val/loss reached 1000.0"
+
+
+def test_a_run_checks_the_model_once_and_stats_each_image_once(
+    synth_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation runs once per run: the model name is checked once (it was three times), and
+    each image is stat'ed once, by the folder scan, whose sizes and times key the layout and
+    decode caches (it was three times). A warm decode cache, as on a second run."""
+    import os
+
+    from mnr import training
+    from mnr.training import load_data
+
+    config = tiny_config(synth_root, epochs=1)
+    load_data(config, progress=False)  # the decode cache, filled once
+    calls: dict[str, int] = {"check_model": 0, "png stat": 0}
+    check_model, real_stat = training.check_model, os.stat
+    folder = str(synth_root / "train")
+
+    def counted_check(config: ExperimentConfig) -> None:
+        calls["check_model"] += 1
+        return check_model(config)
+
+    def counted_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).startswith(folder) and str(path).endswith(".png"):
+            calls["png stat"] += 1
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(training, "check_model", counted_check)
+    monkeypatch.setattr(os, "stat", counted_stat)
+    assert train(config).status == "FINISHED"
+    images = len(list((synth_root / "train").glob("*.png")))
+    assert calls["check_model"] == 1
+    assert images <= calls["png stat"] < 2 * images  # once each (the layout preview reads one more)
 
 
 def test_unknown_model_fails_before_data_is_read(tmp_path: Path) -> None:
