@@ -170,14 +170,18 @@ def test_two_processes_share_one_study_and_one_parent_run(synth_root: Path) -> N
     ]
 
 
+EPOCHS = 12  # per trial in the SIGTERM test (the others' trials have 2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_sigterm_keeps_finished_trials_and_marks_runs_killed(synth_root: Path, jobs: str) -> None:
     """In one process, or in two workers (the parent passes the SIGTERM on to them)."""
     study_name = f"stop{jobs}"
     worker = _tune_process(
-        synth_root, study_name, "--trials", "50", "--pruner", "none", "--jobs", jobs
-    )
+        synth_root, study_name, "--trials", "50", "--pruner", "none", "--jobs", jobs,
+        "--epochs", str(EPOCHS),  # trials long enough to be caught mid-way
+    )  # fmt: skip
     storage = make_storage(None, study_name)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and worker.poll() is None:
@@ -187,10 +191,14 @@ def test_sigterm_keeps_finished_trials_and_marks_runs_killed(synth_root: Path, j
         except KeyError:
             continue
         trials = study.trials
+        # the newest trial is in the first half of its epochs: the signal lands mid-trial. One
+        # seen in its last epoch or its run's end could finish before a worker (which stops at
+        # the next epoch's end) looks, and the study would have nothing interrupted.
         running = (
             trials
             and trials[-1].state == optuna.trial.TrialState.RUNNING
             and "mlflow_run_id" in trials[-1].user_attrs
+            and len(trials[-1].intermediate_values) < EPOCHS // 2
         )
         if running and any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
             break  # one trial finished, the next one is training
